@@ -1,0 +1,31 @@
+"""Clustering for DREAM: k-means on class embeddings and centroid -> item matching.
+
+Public API:
+
+* :func:`kmeans` / :class:`KMeans` / :class:`KMeansResult` - pure-torch engine
+  (CPU or CUDA, chunked, seeded by an explicit ``torch.Generator``).
+* :func:`run_kmeans` / :func:`available_backends` - the same call through
+  optional engines (``"torch"``, ``"sklearn"``, ``"fast_pytorch_kmeans"``, ``"faiss"``).
+* :func:`nearest_unique` / :func:`nearest_per_cluster` - turn centroids into
+  distinct dataset items (DREAM / DREAM+ picks).
+* :func:`squared_distances` / :func:`nearest_centroid` - chunked distance helpers.
+"""
+
+from .backends import BACKEND_NAMES, available_backends, run_kmeans
+from .distances import nearest_centroid, squared_distances
+from .kmeans import INIT_METHODS, KMeans, KMeansResult, kmeans
+from .picking import nearest_per_cluster, nearest_unique
+
+__all__ = [
+    "BACKEND_NAMES",
+    "INIT_METHODS",
+    "KMeans",
+    "KMeansResult",
+    "available_backends",
+    "kmeans",
+    "nearest_centroid",
+    "nearest_per_cluster",
+    "nearest_unique",
+    "run_kmeans",
+    "squared_distances",
+]

@@ -1,0 +1,421 @@
+"""Pure-torch k-means (k-means++ seeding + Lloyd iterations).
+
+This is the default engine behind DREAM's representative matching.  It runs on
+whatever device ``x`` lives on (CPU or CUDA), keeps memory bounded by chunking
+the assignment step, and never touches torch's, NumPy's or Python's global
+random state: all randomness comes from an explicit ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+
+import torch
+
+from .distances import _check_chunk_size, _nearest, _row_sq_norms, compute_dtype
+
+__all__ = ["KMeansResult", "kmeans", "KMeans", "INIT_METHODS"]
+
+#: String initialisations accepted by :func:`kmeans` (a ``(K, D)`` tensor is also allowed).
+INIT_METHODS = ("k-means++", "random")
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """Outcome of one k-means run.
+
+    ``centroids`` is ``(K, D)`` on x's device in x's dtype; ``labels`` is the
+    ``(N,)`` int64 index of each point's nearest centroid and ``inertia`` the
+    sum of squared distances of points to those centroids (both computed with
+    the final centroids).  ``converged`` is True when the stopping rule (labels
+    unchanged, or centroid shift <= tolerance) fired within ``max_iter``.
+    """
+
+    centroids: torch.Tensor
+    labels: torch.Tensor
+    inertia: float
+    n_iter: int
+    converged: bool
+    backend: str = "torch"
+
+
+# --------------------------------------------------------------------------- #
+# validation
+# --------------------------------------------------------------------------- #
+def _as_int(value: object, name: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)  # accepts numpy integers too
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
+
+
+def _validate_x(x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"x must be a floating-point tensor (float16, bfloat16, float32 or float64), got dtype {x.dtype}"
+        )
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D with shape (N, D), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x must contain at least one row, got shape {tuple(x.shape)}")
+    # cheap screen first: a NaN/inf anywhere makes its row sum non-finite
+    if bool(torch.isfinite(x.sum(dim=1)).all()):
+        return x
+    finite_rows = torch.isfinite(x).all(dim=1)  # exact check (row sums may merely overflow)
+    if not bool(finite_rows.all()):
+        bad = (~finite_rows).nonzero().flatten()
+        shown = ", ".join(str(i) for i in bad[:5].tolist())
+        more = f", ...]; {bad.numel()} rows in total" if bad.numel() > 5 else "]"
+        raise ValueError(f"x contains NaN or inf values (rows [{shown}{more})")
+    return x
+
+
+def _validate_common(
+    x: torch.Tensor, n_clusters: object, max_iter: object, tol: object, chunk_size: object
+) -> tuple[int, int, float, int]:
+    k = _as_int(n_clusters, "n_clusters")
+    n = x.shape[0]
+    if k < 1 or k > n:
+        raise ValueError(f"n_clusters must be between 1 and the number of rows of x ({n}), got {k}")
+    mi = _as_int(max_iter, "max_iter")
+    if mi < 1:
+        raise ValueError(f"max_iter must be >= 1, got {mi}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a float >= 0, got {tol!r}")
+    tol_f = float(tol)
+    if not tol_f >= 0 or math.isinf(tol_f):  # also rejects NaN
+        raise ValueError(f"tol must be a finite float >= 0, got {tol!r}")
+    cs = _check_chunk_size(chunk_size)  # type: ignore[arg-type]
+    return k, mi, tol_f, cs
+
+
+def _validate_init(init: object, x: torch.Tensor, k: int) -> str | torch.Tensor:
+    if isinstance(init, str):
+        if init not in INIT_METHODS:
+            raise ValueError(
+                f"unknown init {init!r}; allowed: 'k-means++', 'random', or a (K, D) tensor of initial centroids"
+            )
+        return init
+    if not isinstance(init, torch.Tensor):
+        raise ValueError(
+            f"unknown init of type {type(init).__name__}; allowed: 'k-means++', 'random', "
+            "or a (K, D) tensor of initial centroids"
+        )
+    if not init.is_floating_point():
+        raise TypeError(f"init tensor must be floating point, got dtype {init.dtype}")
+    if tuple(init.shape) != (k, x.shape[1]):
+        raise ValueError(
+            f"init tensor must have shape (n_clusters, D) = {(k, x.shape[1])}, got {tuple(init.shape)}"
+        )
+    if init.device != x.device:
+        raise ValueError(f"init tensor must be on x's device {x.device}, got {init.device}")
+    if not bool(torch.isfinite(init).all()):
+        raise ValueError("init tensor contains NaN or inf values")
+    return init
+
+
+def _mean_variance(xf: torch.Tensor, x_sq: torch.Tensor) -> float:
+    """Mean over features of the (biased) variance of x; scales the tolerance.
+
+    Uses ``E|x|^2 - |E x|^2`` from the row norms we already have (float64
+    sums), falling back to an exact two-pass variance if cancellation could
+    have eaten the digits (data far from the origin relative to its spread).
+    """
+    n, d = xf.shape
+    second = float(x_sq.sum(dtype=torch.float64)) / (n * d)
+    mu = xf.mean(dim=0, dtype=torch.float64)
+    mean_var = second - float(mu.square().sum()) / d
+    if mean_var > 1e-3 * second:
+        return mean_var
+    var, _ = torch.var_mean(xf.double() if xf.dtype != torch.float64 else xf, dim=0, correction=0)
+    return float(var.mean())
+
+
+def _make_generator(generator: torch.Generator | None) -> torch.Generator:
+    if generator is None:
+        g = torch.Generator()
+        g.seed()  # nondeterministic seed for this private generator only
+        return g
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return generator
+
+
+# --------------------------------------------------------------------------- #
+# initialisation
+# --------------------------------------------------------------------------- #
+def _rand(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) float64 numbers drawn on the generator's device, moved to ``device``."""
+    return torch.rand(n, generator=gen, device=gen.device, dtype=torch.float64).to(device)
+
+
+def _random_init(xf: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    idx = torch.randperm(xf.shape[0], generator=gen, device=gen.device)[:k].to(xf.device)
+    return xf.index_select(0, idx)
+
+
+def _kmeans_plusplus(xf: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ (as in scikit-learn): 2 + floor(log k) candidates per step.
+
+    Candidates are drawn with probability proportional to the squared distance
+    to the closest chosen centre; the one that lowers the potential most wins.
+    The loop is over the K centres only and never synchronises with the device.
+    """
+    n, d = xf.shape
+    n_trials = 2 + int(math.log(k))
+    centers = xf.new_empty((k, d))
+    first = torch.randint(n, (1,), generator=gen, device=gen.device).to(xf.device)
+    centers[0] = xf[first[0]]
+    c0 = centers[:1]
+    closest = torch.addmm(_row_sq_norms(c0).unsqueeze(0), xf, c0.t(), alpha=-2.0).squeeze(1)
+    closest.add_(x_sq).clamp_(min=0)
+    x_sq_col = x_sq.unsqueeze(1)
+    last = n - 1
+    for c in range(1, k):
+        cums = torch.cumsum(closest, 0, dtype=torch.float64)
+        # 1 - U in (0, 1]: a zero draw cannot select an already chosen (zero-weight) point.
+        targets = (1.0 - _rand(n_trials, gen, xf.device)) * cums[-1]
+        cand = torch.searchsorted(cums, targets).clamp_(max=last)
+        cand_x = xf.index_select(0, cand)
+        # (N, L) squared distances of every point to every candidate
+        dc = torch.addmm(_row_sq_norms(cand_x).unsqueeze(0), xf, cand_x.t(), alpha=-2.0)
+        dc.add_(x_sq_col).clamp_(min=0)
+        torch.minimum(dc, closest.unsqueeze(1), out=dc)
+        best = torch.argmin(dc.sum(0, dtype=torch.float64))
+        centers[c] = cand_x[best]
+        closest = dc[:, best]
+    return centers
+
+
+# --------------------------------------------------------------------------- #
+# Lloyd
+# --------------------------------------------------------------------------- #
+def _cluster_sums(xf: torch.Tensor, labels: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
+    """Per-cluster sums of the rows of ``xf`` (``(K, D)``), vectorised and deterministic.
+
+    On CPU ``index_add_`` is a single sequential pass (deterministic, cheapest).
+    On accelerators ``index_add_`` uses float atomics whose order varies between
+    runs, which would break "same seed, same result"; there we accumulate
+    ``onehot(labels)^T @ x`` chunk by chunk instead (a fixed-order GEMM).
+    """
+    if xf.device.type == "cpu":
+        return xf.new_zeros((k, xf.shape[1])).index_add_(0, labels, xf)
+    return _cluster_sums_gemm(xf, labels, k, chunk_size)
+
+
+def _cluster_sums_gemm(xf: torch.Tensor, labels: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
+    """Fixed-order ``onehot(labels)^T @ x`` in row chunks (deterministic on GPUs)."""
+    sums = xf.new_zeros((k, xf.shape[1]))
+    ids = torch.arange(k, device=xf.device)
+    for start in range(0, xf.shape[0], chunk_size):
+        stop = min(start + chunk_size, xf.shape[0])
+        onehot = (labels[start:stop].unsqueeze(1) == ids).to(xf.dtype)  # (B, K)
+        sums.addmm_(onehot.t(), xf[start:stop])
+    return sums
+
+
+def _update_centers(
+    xf: torch.Tensor,
+    labels: torch.Tensor,
+    min_dist: torch.Tensor,
+    centers: torch.Tensor,
+    chunk_size: int = 4096,
+) -> tuple[torch.Tensor, int]:
+    """New centroids = mean of assigned points (vectorised, no loop over clusters).
+
+    Empty clusters are re-seeded on the points farthest from their current
+    centroid (distinct points, one per empty cluster), which are removed from
+    the cluster they came from, as scikit-learn does.  Returns (centroids,
+    number of re-seeded clusters).
+    """
+    k = centers.shape[0]
+    counts = torch.bincount(labels, minlength=k)
+    sums = _cluster_sums(xf, labels, k, chunk_size)
+    empty = counts == 0
+    n_empty = int(empty.sum())
+    if n_empty:
+        empty_ids = empty.nonzero().flatten()
+        far = torch.topk(min_dist, n_empty, largest=True, sorted=True).indices
+        far_x = xf.index_select(0, far)
+        donors = labels.index_select(0, far)
+        sums.index_add_(0, donors, far_x, alpha=-1)
+        counts.index_add_(0, donors, torch.full_like(donors, -1))
+        sums[empty_ids] = far_x
+        counts[empty_ids] = 1
+    denom = counts.clamp(min=1).to(xf.dtype).unsqueeze(1)
+    new = sums.div_(denom)
+    if n_empty:
+        # a donor that lost its only point keeps its previous position
+        new = torch.where((counts > 0).unsqueeze(1), new, centers)
+    return new, n_empty
+
+
+def kmeans(
+    x: torch.Tensor,
+    n_clusters: int,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    init: str | torch.Tensor = "k-means++",
+    generator: torch.Generator | None = None,
+    chunk_size: int = 4096,
+) -> KMeansResult:
+    """Cluster the rows of ``x`` (N, D) into ``n_clusters`` groups with Lloyd's algorithm.
+
+    * ``init``: ``'k-means++'`` (greedy, scikit-learn style), ``'random'``
+      (K distinct rows) or a ``(K, D)`` tensor on x's device (warm start).
+    * ``generator``: CPU (or x-device) ``torch.Generator`` that seeds the
+      initialisation; same state gives the same result, ``None`` uses a fresh
+      nondeterministic generator.  Global RNGs are never used.
+    * Stops when the labels no longer change, or when the summed squared
+      centroid shift is <= ``tol * mean(var(x, dim=0))`` (scale-aware, like
+      scikit-learn), or after ``max_iter`` iterations.
+    * Distances are computed in ``chunk_size``-row blocks so memory stays
+      bounded; arithmetic is float32 at least (half inputs are upcast) and the
+      centroids come back in x's dtype.  Labels and inertia always match the
+      returned centroids.
+    """
+    x = _validate_x(x).detach()  # clustering is never differentiated: no autograd graph
+    k, max_iter, tol, chunk_size = _validate_common(x, n_clusters, max_iter, tol, chunk_size)
+    init = _validate_init(init, x, k)
+    gen = _make_generator(generator)
+
+    xf = x.to(compute_dtype(x.dtype))
+    x_sq = _row_sq_norms(xf)
+    tol_abs = tol * _mean_variance(xf, x_sq)
+
+    if isinstance(init, torch.Tensor):
+        centers = init.detach().to(xf.dtype).clone()
+    elif init == "random":
+        centers = _random_init(xf, k, gen)
+    else:
+        centers = _kmeans_plusplus(xf, x_sq, k, gen)
+
+    n = xf.shape[0]
+    labels = torch.empty(n, dtype=torch.long, device=xf.device)
+    min_dist = torch.empty(n, dtype=xf.dtype, device=xf.device)
+    labels_old = torch.empty_like(labels)
+    converged = False
+    strict = False  # labels unchanged -> labels/min_dist already match centers
+    n_iter = 0
+    for it in range(max_iter):
+        _nearest(xf, x_sq, centers, _row_sq_norms(centers), chunk_size, labels, min_dist)
+        new_centers, n_empty = _update_centers(xf, labels, min_dist, centers, chunk_size)
+        n_iter = it + 1
+        if it > 0 and n_empty == 0 and torch.equal(labels, labels_old):
+            # same labels -> same means: centres are bit-identical, stop
+            centers = new_centers
+            converged = strict = True
+            break
+        shift = float(torch.sum((new_centers - centers) ** 2))
+        centers = new_centers
+        if shift <= tol_abs:
+            converged = True
+            break
+        labels, labels_old = labels_old, labels
+
+    if not strict:
+        # final E-step so labels/inertia are those of the returned centroids
+        _nearest(xf, x_sq, centers, _row_sq_norms(centers), chunk_size, labels, min_dist)
+    inertia = float(min_dist.sum(dtype=torch.float64))
+    return KMeansResult(
+        centroids=centers.to(x.dtype),
+        labels=labels,
+        inertia=inertia,
+        n_iter=n_iter,
+        converged=converged,
+        backend="torch",
+    )
+
+
+# --------------------------------------------------------------------------- #
+# estimator
+# --------------------------------------------------------------------------- #
+class KMeans:
+    """scikit-learn style estimator around :func:`kmeans` / the optional backends.
+
+    ``random_state`` may be an int (a fresh generator seeded with it on every
+    ``fit``, so refits are reproducible), a ``torch.Generator`` (used and
+    advanced in place) or ``None`` (nondeterministic).  ``backend`` is one of
+    :func:`dream_plugin.clustering.available_backends`' names and is checked here.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        init: str | torch.Tensor = "k-means++",
+        random_state: int | torch.Generator | None = None,
+        backend: str = "torch",
+        chunk_size: int = 4096,
+    ) -> None:
+        from .backends import BACKEND_NAMES
+
+        if backend not in BACKEND_NAMES:
+            raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(map(repr, BACKEND_NAMES))}")
+        if random_state is not None and not isinstance(random_state, torch.Generator):
+            random_state = _as_int(random_state, "random_state")
+        self.n_clusters = n_clusters
+        self.max_iter = max_iter
+        self.tol = tol
+        self.init = init
+        self.random_state = random_state
+        self.backend = backend
+        self.chunk_size = chunk_size
+
+    def __repr__(self) -> str:
+        return (
+            f"KMeans(n_clusters={self.n_clusters}, max_iter={self.max_iter}, tol={self.tol}, "
+            f"init={self.init if isinstance(self.init, str) else 'tensor'!r}, "
+            f"random_state={self.random_state!r}, backend={self.backend!r}, chunk_size={self.chunk_size})"
+        )
+
+    def _generator(self) -> torch.Generator | None:
+        if isinstance(self.random_state, torch.Generator):
+            return self.random_state
+        if self.random_state is None:
+            return None
+        return torch.Generator().manual_seed(int(self.random_state))
+
+    def fit(self, x: torch.Tensor) -> "KMeans":
+        """Cluster ``x`` and store ``cluster_centers_``, ``labels_``, ``inertia_``, ``n_iter_``, ``result_``."""
+        from .backends import run_kmeans
+
+        res = run_kmeans(
+            x,
+            self.n_clusters,
+            backend=self.backend,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            init=self.init,
+            generator=self._generator(),
+            chunk_size=self.chunk_size,
+        )
+        self.result_ = res
+        self.cluster_centers_ = res.centroids
+        self.labels_ = res.labels
+        self.inertia_ = res.inertia
+        self.n_iter_ = res.n_iter
+        return self
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Index (int64) of the nearest fitted centroid for each row of ``x``."""
+        if not hasattr(self, "cluster_centers_"):
+            raise RuntimeError("this KMeans instance is not fitted yet; call fit(x) first")
+        from .distances import nearest_centroid
+
+        x = _validate_x(x)
+        return nearest_centroid(x, self.cluster_centers_, chunk_size=self.chunk_size)[0]
+
+    def fit_predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Fit on ``x`` and return its labels (same as ``fit(x).labels_``)."""
+        return self.fit(x).labels_

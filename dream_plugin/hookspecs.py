@@ -1,0 +1,60 @@
+"""Hook specifications of the ``dream_plugin`` pluggy project.
+
+Plugins implement these with ``@dream_plugin.hookimpl``. Built-in strategies are plugins too
+(see :mod:`dream_plugin.builtin`), so a third-party package has exactly the same powers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+
+    from .requests import SelectionRecord, SelectionRequest, SelectionResult
+
+PROJECT_NAME = "dream_plugin"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_strategies(register: Callable[..., Any]) -> None:
+    """Add named selection strategies.
+
+    Call ``register(name, factory, description=...)`` once per strategy, where ``factory`` is a
+    :class:`dream_plugin.strategies.Strategy` subclass (or any callable taking the validated options
+    and returning an object with ``select(request)``). Names must be unique across all plugins.
+    """
+
+
+@hookspec(firstresult=True)
+def select_real_batch(request: SelectionRequest) -> torch.Tensor | SelectionResult | None:
+    """Choose ``request.n`` real items of one class to match against.
+
+    Return a 1-D int64 tensor of distinct positions in ``request.pool`` (or a
+    :class:`~dream_plugin.requests.SelectionResult` carrying them with diagnostics), or None to let
+    the next implementation answer. The built-in dispatcher runs last and answers with the
+    configured strategy.
+    """
+
+
+@hookspec(firstresult=True)
+def select_init_batch(request: SelectionRequest) -> torch.Tensor | SelectionResult | None:
+    """Choose the real items that initialise one class of the synthetic set.
+
+    Same contract as :func:`select_real_batch`; ``request.n`` is ipc, or ipc*factor**2 for
+    multi-formation.
+    """
+
+
+@hookspec
+def selection_done(record: SelectionRecord) -> None:
+    """Observe a finished selection (strategy, class, n, time, k-means iterations, inertia...).
+
+    Called once per selection after the picks are validated. Observers must not raise; one that
+    does is reported with its plugin name.
+    """

@@ -1,0 +1,167 @@
+"""The plugin manager: hook specs, the built-in plugin and third-party entry points.
+
+This module holds the project's only global state: a lazily built default plugin manager.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Callable, Mapping
+
+import pluggy
+
+from . import builtin, hookspecs
+from .config import ENV_DISABLE_AUTOLOAD, PluginSettings
+
+ENTRY_POINT_GROUP = "dream_plugin"
+
+
+class PluginError(RuntimeError):
+    """A plugin failed to import, to register, or raised while answering a hook."""
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """A registered strategy and where it came from."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    plugin: str
+    distribution: str
+
+    @property
+    def options_class(self) -> type | None:
+        return getattr(self.factory, "Options", None)
+
+
+def autoload_disabled(environ: Mapping[str, str] | None = None) -> bool:
+    """True when DREAM_PLUGIN_DISABLE_AUTOLOAD asks to skip entry points."""
+    env = os.environ if environ is None else environ
+    return env.get(ENV_DISABLE_AUTOLOAD, "").strip().lower() in ("1", "true", "yes")
+
+
+def _distribution_label(dist: importlib.metadata.Distribution | None) -> str:
+    if dist is None:
+        return "built-in"
+    name = dist.metadata["name"] if dist.metadata else None
+    return f"{name or '?'} {dist.version}"
+
+
+def load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Register every plugin of the ``dream_plugin`` entry-point group that is not blocked.
+
+    Unlike a bare ``load_setuptools_entrypoints``, a plugin that fails to import is reported
+    with its entry-point name and distribution.
+    """
+    for dist in list(importlib.metadata.distributions()):
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP or pm.get_plugin(ep.name) or pm.is_blocked(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
+                raise PluginError(
+                    f"plugin {ep.name!r} ({ep.value}) from distribution {_distribution_label(dist)} "
+                    f"failed to import: {type(exc).__name__}: {exc}"
+                ) from exc
+            pm.register(plugin, name=ep.name)
+            pm._plugin_distinfo.append((plugin, pluggy._manager.DistFacade(dist)))  # type: ignore[attr-defined]
+
+
+def build_plugin_manager(
+    settings: PluginSettings | None = None, *, environ: Mapping[str, str] | None = None
+) -> pluggy.PluginManager:
+    """A fresh plugin manager: specs, the built-in plugin, then (unless disabled) entry points.
+
+    Blocked names are set before entry points load, so a blocked plugin is never imported.
+    """
+    settings = settings or PluginSettings()
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(builtin, name=builtin.BUILTIN_PLUGIN_NAME)
+    for name in settings.block:
+        if name == builtin.BUILTIN_PLUGIN_NAME:
+            raise PluginError(f"plugins.block: {name!r} is the built-in plugin and cannot be blocked")
+        pm.set_blocked(name)
+    if settings.autoload and not autoload_disabled(environ):
+        load_entry_points(pm)
+    return pm
+
+
+_default_pm: pluggy.PluginManager | None = None
+_default_lock = threading.Lock()
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide default plugin manager (built on first use from the environment)."""
+    global _default_pm
+    with _default_lock:
+        if _default_pm is None:
+            _default_pm = build_plugin_manager()
+        return _default_pm
+
+
+def reset_plugin_manager() -> None:
+    """Forget the default plugin manager (tests, or after installing a plugin at run time)."""
+    global _default_pm
+    with _default_lock:
+        _default_pm = None
+
+
+def plugin_distribution(pm: pluggy.PluginManager, plugin_name: str) -> str:
+    """``"name version"`` of the distribution that provided a plugin, or ``built-in``."""
+    if plugin_name == builtin.BUILTIN_PLUGIN_NAME:
+        return "built-in"
+    plugin = pm.get_plugin(plugin_name)
+    for p, dist in pm.list_plugin_distinfo():
+        if p is plugin:
+            return f"{dist.project_name} {dist.version}"
+    return "registered at run time"
+
+
+def collect_strategies(pm: pluggy.PluginManager) -> dict[str, StrategyInfo]:
+    """Ask every plugin's ``register_strategies`` for its strategies, remembering their source."""
+    found: dict[str, StrategyInfo] = {}
+    for impl in pm.hook.register_strategies.get_hookimpls():  # registration order: built-in first
+        dist = plugin_distribution(pm, impl.plugin_name)
+
+        def register(name: str, factory: Callable[..., Any], description: str = "", *, _p=impl.plugin_name, _d=dist) -> None:
+            if not isinstance(name, str) or not name.strip():
+                raise PluginError(f"plugin {_p!r} ({_d}) registered a strategy with an invalid name {name!r}")
+            if not callable(factory):
+                raise PluginError(f"plugin {_p!r} ({_d}) registered strategy {name!r} with a non-callable factory {factory!r}")
+            if name in found:
+                other = found[name]
+                raise PluginError(
+                    f"strategy {name!r} is registered twice: by {other.plugin!r} ({other.distribution}) "
+                    f"and by {_p!r} ({_d}); block one of them with plugins.block"
+                )
+            found[name] = StrategyInfo(name, factory, description or (factory.__doc__ or "").strip().split("\n")[0], _p, _d)
+
+        try:
+            impl.function(register=register)
+        except PluginError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} ({dist}) raised in register_strategies: {type(exc).__name__}: {exc}"
+            ) from exc
+    return found
+
+
+def culprit_plugin(pm: pluggy.PluginManager, hook_name: str, tb: TracebackType | None) -> str | None:
+    """Name of the plugin whose implementation of ``hook_name`` appears in a traceback, if any."""
+    codes = {impl.function.__code__: impl.plugin_name for impl in getattr(pm.hook, hook_name).get_hookimpls()
+             if hasattr(impl.function, "__code__")}
+    found = None
+    while tb is not None:
+        name = codes.get(tb.tb_frame.f_code)
+        if name is not None:
+            found = name
+        tb = tb.tb_next
+    return found

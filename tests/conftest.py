@@ -1,0 +1,68 @@
+"""Shared fixtures: no third-party plugins, no stray env overrides, tiny data and networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dream_plugin.config import PluginSettings, Settings
+from dream_plugin.manager import build_plugin_manager, reset_plugin_manager
+from dream_plugin.selector import Selector
+
+ENV_VARS = ("DREAM_STRATEGY", "DREAM_INIT_STRATEGY", "DREAM_SEED", "DREAM_PLUGIN_CONFIG", "DREAM_PLUGIN_DISABLE_AUTOLOAD")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
+
+
+@pytest.fixture
+def isolated_pm():
+    """A plugin manager with only the built-in plugin (no entry points)."""
+    return build_plugin_manager(PluginSettings(autoload=False))
+
+
+@pytest.fixture
+def make_selector(isolated_pm):
+    def make(**kwargs) -> Selector:
+        return Selector(Settings(**kwargs), plugin_manager=isolated_pm)
+
+    return make
+
+
+class TinyBNNet(nn.Module):
+    """conv-BN-ReLU-pool then Linear, with ``embed`` like the hosts' ConvNets."""
+
+    def __init__(self, channels: int = 1, classes: int = 3, width: int = 8, size: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.AvgPool2d(2)
+        )
+        self.classifier = nn.Linear(width * (size // 2) ** 2, classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+@pytest.fixture
+def tiny_pool():
+    """Three well-separated groups of 8x8 images in one class pool of 60 images."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(3, 1, 8, 8, generator=g) * 3
+    images = torch.cat([base[i] + 0.1 * torch.randn(20, 1, 8, 8, generator=g) for i in range(3)])
+    return images
+
+
+@pytest.fixture
+def tiny_net():
+    torch.manual_seed(0)
+    return TinyBNNet()

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import pytest
+
+from dream_plugin.config import (
+    ConfigError,
+    Settings,
+    apply_env,
+    load_settings,
+    load_yaml,
+    parse_settings,
+)
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "dream.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_dream_with_host_bn_batches():
+    s = Settings()
+    assert s.strategy == "dream"
+    assert s.init_strategy == "dream"
+    assert s.bn_batch == "host"
+    assert s.plugins.autoload is True
+
+
+def test_yaml_is_parsed_into_typed_settings(tmp_path):
+    p = write(tmp_path, """
+strategy: random
+init: {strategy: dream, factor: 2}
+seed: 7
+options:
+  dream: {interval: 5, kmeans: {max_iter: 20}}
+plugins: {block: [noisy]}
+""")
+    s = load_settings(p, environ={})
+    assert s.strategy == "random"
+    assert s.init_strategy == "dream"
+    assert s.init.factor == 2
+    assert s.seed == 7
+    assert s.options["dream"]["interval"] == 5
+    assert s.plugins.block == ("noisy",)
+
+
+def test_unknown_top_level_key_names_key_and_allowed():
+    with pytest.raises(ConfigError, match=r"unknown key 'stratgy'; allowed keys: .*strategy"):
+        parse_settings({"stratgy": "dream"})
+
+
+def test_unknown_nested_key_names_dotted_path():
+    with pytest.raises(ConfigError, match=r"unknown key 'init\.ipc'; allowed keys under 'init': factor, strategy"):
+        parse_settings({"init": {"ipc": 3}})
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"seed": "zero"}, r"seed: 'zero' is not allowed; expected an integer"),
+        ({"seed": -1}, r"seed: -1 is not allowed; expected an integer >= 0"),
+        ({"embed_batch_size": 0}, r"embed_batch_size: 0 is not allowed; expected an integer >= 1"),
+        ({"bn_batch": "always"}, r"bn_batch: 'always' is not allowed; expected one of 'host', 'strategy'"),
+        ({"init": {"factor": 0}}, r"init\.factor: 0 is not allowed; expected an integer >= 1"),
+        ({"plugins": {"autoload": "yes"}}, r"plugins\.autoload: 'yes' is not allowed; expected true or false"),
+        ({"plugins": {"block": "x"}}, r"plugins\.block: 'x' is not allowed; expected a list of a string"),
+        ({"strategy": ""}, r"strategy: '' is not allowed"),
+        ({"init": 3}, r"init: 3 is not allowed; expected a mapping"),
+    ],
+)
+def test_bad_values_name_key_and_what_is_allowed(data, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_settings(data)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = write(tmp_path, "strategy: dream\noptions: {dream: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+, column \d+"):
+        load_yaml(p)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    p = write(tmp_path, "- dream\n- random\n")
+    with pytest.raises(ConfigError, match="must hold a mapping at the top level, got list"):
+        load_yaml(p)
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "nope.yaml")
+
+
+def test_env_strategy_is_the_ab_switch(tmp_path):
+    p = write(tmp_path, "strategy: dream\n")
+    assert load_settings(p, environ={"DREAM_STRATEGY": "random"}).strategy == "random"
+    assert load_settings(p, environ={}).strategy == "dream"
+    # the init strategy follows the A/B switch unless set on its own
+    assert load_settings(p, environ={"DREAM_STRATEGY": "random"}).init_strategy == "random"
+
+
+def test_env_config_path_and_other_overrides(tmp_path):
+    p = write(tmp_path, "strategy: herding\nseed: 3\n")
+    s = load_settings(environ={"DREAM_PLUGIN_CONFIG": str(p), "DREAM_SEED": "11", "DREAM_INIT_STRATEGY": "kcenter",
+                               "DREAM_PLUGIN_DISABLE_AUTOLOAD": "1"})
+    assert (s.strategy, s.seed, s.init_strategy, s.plugins.autoload) == ("herding", 11, "kcenter", False)
+
+
+def test_bad_env_values_are_errors():
+    with pytest.raises(ConfigError, match=r"DREAM_SEED: 'x1' is not allowed"):
+        apply_env(Settings(), {"DREAM_SEED": "x1"})
+    with pytest.raises(ConfigError, match=r"DREAM_PLUGIN_DISABLE_AUTOLOAD: 'maybe' is not allowed"):
+        apply_env(Settings(), {"DREAM_PLUGIN_DISABLE_AUTOLOAD": "maybe"})
+
+
+def test_overrides_merge_deeply(tmp_path):
+    p = write(tmp_path, "options: {dream: {interval: 5}}\n")
+    s = load_settings(p, overrides={"options": {"dream": {"subsample": 2}}}, environ={})
+    assert dict(s.options["dream"]) == {"interval": 5, "subsample": 2}
+
+
+def test_to_dict_round_trips():
+    s = parse_settings({"strategy": "kcenter", "plugins": {"block": ["a"]}, "options": {"dream": {"interval": 3}}})
+    assert parse_settings(s.to_dict()) == s
