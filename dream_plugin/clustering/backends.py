@@ -194,8 +194,10 @@ def _run_faiss(x, k, max_iter, tol, init, gen, chunk_size) -> KMeansResult:
     )
     km.train(xf32.numpy(), init_centroids=init_c)
     centers = torch.from_numpy(km.centroids.copy())
-    # faiss has no tolerance: it always runs niter iterations
-    return _finish(x, centers, max_iter, False, "faiss", chunk_size)
+    # faiss has no tolerance parameter; recent versions stop by themselves once
+    # the objective no longer changes, so count the iterations it reports.
+    n_iter = len(km.iteration_stats) if km.iteration_stats else max_iter
+    return _finish(x, centers, n_iter, n_iter < max_iter, "faiss", chunk_size)
 
 
 _RUNNERS = {
@@ -223,7 +225,13 @@ def run_kmeans(
     (a fresh generator seeded with it); neither means nondeterministic.  The
     returned centroids are on x's device in x's dtype.  ``tol`` is
     scale-aware (relative to the mean feature variance) for torch, sklearn and
-    fast_pytorch_kmeans; faiss ignores it and runs ``max_iter`` iterations.
+    fast_pytorch_kmeans; faiss has no tolerance (it runs up to ``max_iter``
+    iterations, newer versions stop early once the objective is stable).
+    sklearn and faiss work on a CPU copy of x (float32; float64 for sklearn
+    on float64 input), fast_pytorch_kmeans on x's device.  fast_pytorch_kmeans
+    always starts from our seeded initialisation (its own uses the global
+    RNG); faiss gets our k-means++ centroids for ``'k-means++'`` (older faiss
+    has none) and uses its own seeded sampling for ``'random'``.
     """
     backend = _check_backend(backend)
     if generator is not None and seed is not None:
