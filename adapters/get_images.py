@@ -1,0 +1,248 @@
+"""Drop-in replacement for the ``get_images(c, n)`` closure of DC/DSA, DM and MTT.
+
+Those hosts keep every training image in one tensor (``images_all``, already normalised, on the
+host's device) and a list of per-class index lists (``indices_class``); ``get_images(c, n)``
+returns ``n`` random images of class ``c``. The same function answers three kinds of call:
+
+* ``init``  -- initialising the synthetic set from real images (n = ipc, once per class);
+* ``match`` -- the real batch matched against in every outer iteration (n = batch_real);
+* ``bn``    -- DC/DSA with BatchNorm networks: a small batch (n = 16) that only sets BN statistics.
+
+:class:`GetImagesAdapter` keeps the host's function: when the configured strategy for a call's
+kind is ``random`` (or ``host``, the default for BN batches) it calls the original unchanged, so
+the A/B random arm *is* the host's code path (same numpy RNG draws). Otherwise it asks the
+selector (DREAM: k-means in the live network's embedding space) and returns
+``images_all[chosen indices]``: exactly n rows, the host's device and dtype. Either way the call is
+recorded and sent to ``selection_done`` observers.
+
+Telling the kinds apart: the host passes only ``(c, n)``, so ``__call__`` infers the kind from
+``n``: ``n == init_n`` is ``init``, ``n == bn_n`` is ``bn``, anything else is ``match``. When two
+kinds could share a size (``init_n == bn_n``, or ``match_n`` equal to one of them) the
+constructor refuses; and a second ``init``-sized call for the same class (which a host only makes
+when its matching batch has the same size as ipc) raises at that call. Then call
+``.init(c, n)`` / ``.match(c, n)`` / ``.bn(c, n)`` explicitly, or pass ``kind=`` to fix the kind of
+every call (MTT: ``kind="init"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from dream_plugin.requests import CALL_KINDS
+from dream_plugin.selector import Selector
+
+from ._common import check_class_n, default_selector, host_call, select_positions, uses_host
+from .network import NetworkSource, NoNetworkError
+
+__all__ = ["GetImagesAdapter", "wrap_get_images", "AmbiguousCallError"]
+
+
+class AmbiguousCallError(ValueError):
+    """``get_images(c, n)`` cannot tell which kind of call this is from ``n`` alone."""
+
+
+class GetImagesAdapter:
+    """``get_images(c, n)`` with the configured strategy choosing the images.
+
+    Parameters
+    ----------
+    get_images:
+        The host's own ``get_images(c, n)``; called unchanged for the random arm and BN batches.
+    images_all:
+        The host's tensor of all training images (N, C, H, W), on the host's device.
+    indices_class:
+        ``indices_class[c]`` lists the indices into ``images_all`` of class ``c`` (lists, arrays or
+        tensors).
+    net:
+        ``lambda: net``: the host's live network, looked up at each call (NameError / None: none yet).
+    net_factory:
+        Zero-argument callable building a fresh network with the host's constructor; used for
+        ``init`` calls (required when the init strategy embeds images, e.g. dream).
+    embed_fn:
+        Optional custom embedding ``fn(x)`` / ``fn(net, x)``.
+    normalize:
+        Only if ``images_all`` holds raw images: a callable or ``(mean, std)`` applied before
+        embedding (the returned images are never changed). DC/DSA/DM/MTT images are normalised
+        already: leave it None.
+    selector:
+        A :class:`dream_plugin.Selector`; default: one built from $DREAM_PLUGIN_CONFIG and the
+        environment (``DREAM_STRATEGY`` is the A/B switch).
+    init_n, bn_n, match_n:
+        Sizes that identify ``init`` calls (ipc), ``bn`` calls (16 in DC/DSA) and, optionally,
+        ``match`` calls (batch_real, only used to detect clashes at construction).
+    kind:
+        Fix the kind of every plain call (e.g. ``"init"`` for MTT, which calls get_images only to
+        initialise); ``init_n`` / ``bn_n`` are then ignored by ``__call__``.
+    """
+
+    def __init__(
+        self,
+        get_images: Callable[[int, int], torch.Tensor],
+        images_all: torch.Tensor,
+        indices_class: Sequence[Any],
+        *,
+        net: Any = None,
+        net_factory: Callable[[], torch.nn.Module] | None = None,
+        embed_fn: Callable[..., torch.Tensor] | None = None,
+        normalize: Any = None,
+        selector: Selector | None = None,
+        init_n: int | None = None,
+        bn_n: int | None = None,
+        match_n: int | None = None,
+        kind: str | None = None,
+    ) -> None:
+        if not callable(get_images):
+            raise TypeError(f"get_images must be the host's callable get_images(c, n), got {type(get_images).__name__}")
+        if not isinstance(images_all, torch.Tensor) or images_all.dim() < 1:
+            raise TypeError(
+                f"images_all must be the host's tensor of all images (N, C, H, W), got {type(images_all).__name__}"
+            )
+        if isinstance(indices_class, (str, bytes)) or not hasattr(indices_class, "__getitem__"):
+            raise TypeError(
+                f"indices_class must be a list of per-class index lists, got {type(indices_class).__name__}"
+            )
+        if kind is not None and kind not in CALL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(CALL_KINDS)} or None, got {kind!r}")
+        sizes = {}
+        for name, v in (("init_n", init_n), ("bn_n", bn_n), ("match_n", match_n)):
+            if v is None:
+                continue
+            if isinstance(v, bool) or not hasattr(v, "__index__") or int(v) < 1:
+                raise TypeError(f"{name} must be a positive int or None, got {v!r}")
+            sizes[name] = int(v)
+        if kind is None:
+            names = list(sizes)
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    if sizes[a] == sizes[b]:
+                        raise AmbiguousCallError(
+                            f"{a} == {b} == {sizes[a]}: get_images(c, {sizes[a]}) could be either kind of call; "
+                            "call .init(c, n) / .match(c, n) / .bn(c, n) explicitly at those call sites, "
+                            "or pass kind= to fix the kind of every call"
+                        )
+        self.get_images_original = get_images
+        self.images_all = images_all
+        self.indices_class = indices_class
+        self.selector = default_selector(selector)
+        self.source = NetworkSource(net=net, net_factory=net_factory, embed_fn=embed_fn, normalize=normalize)
+        self.init_n = sizes.get("init_n")
+        self.bn_n = sizes.get("bn_n")
+        self.match_n = sizes.get("match_n")
+        self.kind = kind
+        self._pools: dict[int, torch.Tensor] = {}
+        self._inferred_init: set[int] = set()
+
+    # -- the host's call --------------------------------------------------------------------------
+    def __call__(self, c: int, n: int) -> torch.Tensor:
+        c, n = check_class_n(c, n)
+        kind = self.infer_kind(c, n)
+        return self._get(kind, c, n, inferred=self.kind is None)
+
+    def infer_kind(self, c: int, n: int) -> str:
+        """The kind of a plain ``(c, n)`` call (see the module docstring)."""
+        if self.kind is not None:
+            return self.kind
+        if self.init_n is not None and n == self.init_n:
+            if c in self._inferred_init:
+                raise AmbiguousCallError(
+                    f"get_images({c}, {n}) has n == init_n == {n} for class {c} a second time: a matching "
+                    "batch of the same size as ipc cannot be told apart from initialisation; call "
+                    ".init(c, n) and .match(c, n) explicitly (or pass kind=)"
+                )
+            self._inferred_init.add(c)
+            return "init"
+        if self.bn_n is not None and n == self.bn_n:
+            return "bn"
+        return "match"
+
+    def init(self, c: int, n: int | None = None) -> torch.Tensor:
+        """Images to initialise class ``c`` of the synthetic set (n defaults to init_n)."""
+        return self._explicit("init", c, n if n is not None else self.init_n, "init_n")
+
+    def match(self, c: int, n: int | None = None) -> torch.Tensor:
+        """The real batch of class ``c`` to match against (n defaults to match_n)."""
+        return self._explicit("match", c, n if n is not None else self.match_n, "match_n")
+
+    def bn(self, c: int, n: int | None = None) -> torch.Tensor:
+        """A batch of class ``c`` for BatchNorm statistics (n defaults to bn_n)."""
+        return self._explicit("bn", c, n if n is not None else self.bn_n, "bn_n")
+
+    def _explicit(self, kind: str, c: int, n: int | None, size_name: str) -> torch.Tensor:
+        if n is None:
+            raise TypeError(f".{kind}(c) needs n (or pass {size_name}= to the adapter)")
+        c, n = check_class_n(c, n)
+        return self._get(kind, c, n, inferred=False)
+
+    # -- answering --------------------------------------------------------------------------------
+    @property
+    def records(self) -> list:
+        return self.selector.records
+
+    def pool(self, c: int) -> torch.Tensor:
+        """Host indices of class ``c`` as a CPU int64 tensor."""
+        pool = self._pools.get(c)
+        if pool is None:
+            try:
+                raw = self.indices_class[c]
+            except (IndexError, KeyError):
+                raise IndexError(
+                    f"class {c} is not in indices_class (it has {len(self.indices_class)} classes)"
+                ) from None
+            pool = torch.as_tensor(raw if not isinstance(raw, torch.Tensor) else raw.detach().cpu()).reshape(-1)
+            if pool.dtype.is_floating_point or pool.dtype == torch.bool:
+                raise TypeError(f"indices_class[{c}] must hold integer indices, got dtype {pool.dtype}")
+            pool = pool.to("cpu", torch.int64)
+            if pool.numel() and (int(pool.min()) < 0 or int(pool.max()) >= self.images_all.shape[0]):
+                raise IndexError(
+                    f"indices_class[{c}] holds indices outside images_all (0..{self.images_all.shape[0] - 1})"
+                )
+            self._pools[c] = pool
+        return pool
+
+    def _get(self, kind: str, c: int, n: int, *, inferred: bool) -> torch.Tensor:
+        if uses_host(self.selector, kind):
+            return host_call(
+                self.selector, kind, c, n, self._pool_size(c), lambda: self.get_images_original(c, n)
+            )
+        pool = self.pool(c)
+        images = self.images_all
+        dev = images.device
+
+        def load(positions: torch.Tensor) -> torch.Tensor:
+            return images[pool[positions].to(dev)]
+
+        try:
+            positions = select_positions(self.selector, self.source, kind, c, n, pool, load)
+        except NoNetworkError as exc:
+            if inferred and kind == "match" and self.init_n is None:
+                raise NoNetworkError(
+                    f"{exc}. If this get_images({c}, {n}) call initialises the synthetic set, pass "
+                    "init_n=<ipc> to the adapter (or call .init(c, n)) so it is treated as initialisation"
+                ) from None
+            raise
+        return images[pool[positions].to(dev)]
+
+    def _pool_size(self, c: int) -> int:
+        try:
+            return len(self.indices_class[c])
+        except Exception:  # noqa: BLE001 - only for the record
+            return 0
+
+    def reset(self) -> None:
+        """Forget cached picks, the fresh init network and the init-call bookkeeping."""
+        self.selector.reset()
+        self.source.reset()
+        self._inferred_init.clear()
+
+
+def wrap_get_images(
+    get_images: Callable[[int, int], torch.Tensor],
+    images_all: torch.Tensor,
+    indices_class: Sequence[Any],
+    **kwargs: Any,
+) -> GetImagesAdapter:
+    """Function form of :class:`GetImagesAdapter`: ``get_images = wrap_get_images(get_images, images_all,
+    indices_class, net=lambda: net, net_factory=..., init_n=args.ipc, bn_n=16)``."""
+    return GetImagesAdapter(get_images, images_all, indices_class, **kwargs)

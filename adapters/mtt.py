@@ -1,0 +1,131 @@
+"""MTT (GeorgeCazenavette/mtt-distillation): representative initialisation, optional expert batches.
+
+``distill.py`` calls its ``get_images(c, n)`` only to initialise the synthetic set from real
+images, before any network exists, so :func:`wrap_mtt_get_images` fixes every call's kind to
+``init`` and needs ``net_factory`` for the dream arm (a fresh network built with MTT's own
+``get_network``; MTT's ConvNet has no ``embed``, its ``features`` block then flatten is used).
+
+``buffer.py`` trains the expert trajectories from a shuffled ``DataLoader`` over the whole train
+set, consumed only by iterating it. :class:`RepresentativeBatches` is an *optional* replacement:
+an iterable of ``(images, labels)`` batches, class-balanced, each class's part chosen by the
+configured strategy with the expert being trained right now. It is off by default: unless you
+swap it in, the experts train on the host's own DataLoader. Give ``fallback=trainloader`` to keep
+the A/B switch in the config: with the ``random`` strategy it simply iterates the host's loader.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from dream_plugin.selector import Selector
+
+from ._common import default_selector, uses_host
+from .generic import RepresentativeBatchSampler
+from .get_images import GetImagesAdapter
+
+__all__ = ["wrap_mtt_get_images", "RepresentativeBatches"]
+
+
+def wrap_mtt_get_images(
+    get_images: Callable[[int, int], torch.Tensor],
+    images_all: torch.Tensor,
+    indices_class: Sequence[Any],
+    *,
+    net_factory: Callable[[], torch.nn.Module] | None = None,
+    **kwargs: Any,
+) -> GetImagesAdapter:
+    """MTT's ``get_images`` with every call treated as initialisation (``kind="init"``)."""
+    kwargs.setdefault("kind", "init")
+    return GetImagesAdapter(get_images, images_all, indices_class, net_factory=net_factory, **kwargs)
+
+
+def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return data[0], data[1]
+    tensors = getattr(data, "tensors", None)  # torch's TensorDataset and MTT's own keep them here
+    if isinstance(tensors, (tuple, list)) and len(tensors) >= 2:
+        return tensors[0], tensors[1]
+    images = getattr(data, "images", None)
+    labels = getattr(data, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        return images, labels
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        items = [data[i] for i in range(len(data))]
+        return torch.stack([torch.as_tensor(x[0]) for x in items]), torch.as_tensor([int(x[1]) for x in items])
+    raise TypeError(
+        "dataset_or_tensors must be (images, labels) tensors, a TensorDataset, or a dataset of (image, label) "
+        f"items, got {type(data).__name__}"
+    )
+
+
+class RepresentativeBatches:
+    """Class-balanced ``(images, labels)`` batches of representatives, for expert training.
+
+    Parameters
+    ----------
+    dataset_or_tensors:
+        ``(images, labels)`` tensors, a TensorDataset, or any dataset of ``(image, label)`` items
+        (read once into memory).
+    batch_size:
+        Images per batch; each class gets ``batch_size // num_classes`` (at least 1).
+    net:
+        ``lambda: teacher_net``: the expert being trained right now.
+    selector:
+        A :class:`dream_plugin.Selector` (default: from $DREAM_PLUGIN_CONFIG / environment).
+    num_batches:
+        Batches per pass (an epoch); default: as many as a DataLoader over the data would give.
+    fallback:
+        The host's own loader; iterated instead when the strategy for matching is ``random``.
+    embed_fn, normalize:
+        As for the other adapters.
+    """
+
+    def __init__(
+        self,
+        dataset_or_tensors: Any,
+        batch_size: int,
+        *,
+        net: Any,
+        selector: Selector | None = None,
+        num_batches: int | None = None,
+        fallback: Any = None,
+        embed_fn: Callable[..., torch.Tensor] | None = None,
+        normalize: Any = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not hasattr(batch_size, "__index__") or int(batch_size) < 1:
+            raise TypeError(f"batch_size must be a positive int, got {batch_size!r}")
+        images, labels = _as_tensors(dataset_or_tensors)
+        labels = torch.as_tensor(labels).to("cpu", torch.int64)
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        n_classes = int(torch.unique(labels).numel())
+        n_per_class = max(1, int(batch_size) // n_classes)
+        if num_batches is None:
+            num_batches = max(1, -(-images.shape[0] // int(batch_size)))
+        self.images = images
+        self.labels = labels
+        self.fallback = fallback
+        self.selector = default_selector(selector)
+        self.sampler = RepresentativeBatchSampler(
+            labels, n_per_class, dataset_images=images, net=net, selector=self.selector,
+            num_batches=num_batches, embed_fn=embed_fn, normalize=normalize,
+        )
+
+    def __len__(self) -> int:
+        if self.fallback is not None and uses_host(self.selector, "match"):
+            return len(self.fallback)
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.fallback is not None and uses_host(self.selector, "match"):
+            yield from self.fallback
+            return
+        for batch in self.sampler:
+            idx = torch.as_tensor(batch, dtype=torch.int64)
+            yield self.images[idx.to(self.images.device)], self.labels[idx]
+
+    @property
+    def records(self) -> list:
+        return self.selector.records

@@ -1,0 +1,81 @@
+"""Generic pieces: ClassSampler, RepresentativeBatchSampler with a DataLoader, MTT expert batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from dream_plugin.adapters import ClassSampler, RepresentativeBatchSampler, RepresentativeBatches, make_class_sampler
+from dream_plugin.config import PluginSettings, parse_settings
+from dream_plugin.host_state import assert_same_state, state_fingerprint
+from dream_plugin.manager import build_plugin_manager
+from dream_plugin.selector import Selector
+
+from fakehosts.data import clustered_images
+from fakehosts.nets import FeaturesNet
+from fakehosts.trajectory import train_expert
+
+
+def make_selector(strategy="dream"):
+    return Selector(parse_settings({"strategy": strategy, "options": {"dream": {"interval": 1, "kmeans": {"max_iter": 20}}}}),
+                    plugin_manager=build_plugin_manager(PluginSettings(autoload=False)))
+
+
+def test_class_sampler_both_strategies():
+    x, y = clustered_images(3, 20)
+    for strategy in ("random", "dream"):
+        sel = make_selector(strategy)
+        sampler = make_class_sampler(x, y, net=FeaturesNet(), selector=sel)
+        got = sampler(1, 5)
+        assert got.shape == (5, 1, 8, 8)
+        idx = sampler.indices("match", 1, 5)
+        assert bool((y[idx] == 1).all())
+        assert sel.records[0].strategy == strategy
+    with pytest.raises(ValueError, match="labels"):
+        ClassSampler(x, y[:-1])
+    with pytest.raises(ValueError, match="kind"):
+        ClassSampler(x, y, kind="bn")
+
+
+def test_batch_sampler_with_a_dataloader():
+    x, y = clustered_images(3, 20)
+    torch.manual_seed(0)
+    net = FeaturesNet().train()
+    sel = make_selector("dream")
+    bs = RepresentativeBatchSampler(y, 4, dataset_images=x, net=lambda: net, selector=sel, num_batches=3)
+    before = state_fingerprint(net)
+    index_lists = list(bs)
+    assert_same_state(before, state_fingerprint(net))  # (a DataLoader itself draws a base seed from torch)
+    assert len(index_lists) == 3
+    batches = list(DataLoader(TensorDataset(x, y), batch_sampler=bs))
+    assert len(batches) == 3
+    for img, lab in batches:
+        assert img.shape == (12, 1, 8, 8)
+        assert torch.bincount(lab, minlength=3).tolist() == [4, 4, 4]  # class-balanced
+    assert {r.kind for r in sel.records} == {"match"} and len(sel.records) == 18
+    with pytest.raises(TypeError, match="exactly one"):
+        RepresentativeBatchSampler(y, 4)
+    # load= instead of a tensor
+    bs2 = RepresentativeBatchSampler(y, 2, load=lambda idx: x[idx], net=lambda: net, selector=make_selector("dream"))
+    assert len(bs2) == 10 and len(next(iter(bs2))) == 6
+
+
+def test_expert_batches_are_optional_and_follow_the_switch():
+    x, y = clustered_images(3, 20)
+    host_loader = DataLoader(TensorDataset(x, y), batch_size=12, shuffle=True)
+    teacher = [FeaturesNet()]
+    sel = make_selector("dream")
+    batches = RepresentativeBatches(TensorDataset(x, y), 12, net=lambda: teacher[0], selector=sel, fallback=host_loader)
+    assert len(batches) == 5
+    assert train_expert(teacher[0], batches) == 5
+    assert sel.records and all(r.strategy == "dream" and r.embed_source.startswith("live network FeaturesNet")
+                               for r in sel.records)
+    # random arm: the host's own loader, untouched
+    rnd = RepresentativeBatches((x, y), 12, net=lambda: teacher[0], selector=make_selector("random"),
+                                fallback=host_loader)
+    torch.manual_seed(5)
+    mine = [b[1] for b in rnd]
+    torch.manual_seed(5)
+    theirs = [b[1] for b in host_loader]
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs)) and len(mine) == len(theirs)
