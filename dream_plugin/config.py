@@ -52,6 +52,22 @@ class PluginSettings:
 
 
 @dataclass(frozen=True)
+class DistributedSettings:
+    """How selection stays identical across the ranks of a torch.distributed process group."""
+
+    mode: Literal["auto", "broadcast", "shard", "off"] = "auto"
+    """auto: shard when a re-selection covers >= world_size classes, else broadcast; off: no
+    collectives (every rank selects on its own)."""
+    src: int = 0
+    """The rank that computes in broadcast mode."""
+    sync_batchnorm: Literal["local", "error"] = "local"
+    """Train-mode SyncBatchNorm while embedding: per-rank batch statistics (local), or refuse."""
+
+    def __post_init__(self) -> None:
+        _require(self.src >= 0, "distributed.src", self.src, "a rank >= 0")
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration of one selector."""
 
@@ -67,6 +83,8 @@ class Settings:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-strategy options, e.g. ``{"dream": {"interval": 10}}``; validated by each strategy."""
     plugins: PluginSettings = field(default_factory=PluginSettings)
+    distributed: DistributedSettings = field(default_factory=DistributedSettings)
+    """Rank consistency under torch.distributed (see docs/scale.md)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.strategy), "strategy", self.strategy, "a non-empty strategy name")

@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 import torch
 
-from . import builtin
+from . import builtin, distributed
 from .config import ConfigError, Settings, build_dataclass, load_settings
 from .manager import (
     PluginError,
@@ -53,6 +53,7 @@ class Selector:
         self._instances: dict[str, Any] = {}
         self._calls: dict[tuple[str, int], int] = {}
         self.records: list[SelectionRecord] = []
+        self.distributed_log: list[distributed.DistributedEvent] = []  # one per rank-exchanged selection
         for key, name in (("strategy", self.settings.strategy), ("init.strategy", self.settings.init_strategy)):
             self._info(name, key)
         for name in self.settings.options:
@@ -155,10 +156,14 @@ class Selector:
         hook = self.pm.hook.select_init_batch if kind == "init" else self.pm.hook.select_real_batch
         hook_name = "select_init_batch" if kind == "init" else "select_real_batch"
         start = time.perf_counter()
-        try:
-            answer = hook(request=request)
-        except Exception as exc:
-            raise self._attribute_error(exc, hook_name, name) from exc
+
+        def run_hook() -> Any:
+            try:
+                return hook(request=request)
+            except Exception as exc:
+                raise self._attribute_error(exc, hook_name, name) from exc
+
+        answer = distributed.consistent_answer(self, request, run_hook)  # plain hook call without a process group
         seconds = time.perf_counter() - start
         answered_by = request.context.get("answered_by", "a plugin's hook implementation")
         result = answer if isinstance(answer, SelectionResult) else SelectionResult(positions=answer)
@@ -174,6 +179,33 @@ class Selector:
         self.records.append(record)
         self._notify(record)
         return positions
+
+    def select_classes(
+        self,
+        class_ids: Any,
+        n: int,
+        pools: Any,
+        loads: Any,
+        *,
+        kind: str = "match",
+        embed: EmbedFn | None = None,
+        network: torch.nn.Module | None = None,
+        step: int | None = None,
+        device: torch.device | str | None = None,
+        embed_source: str = "none",
+    ) -> dict[int, torch.Tensor]:
+        """Select ``n`` positions for each class of one re-selection: ``{class_id: positions}``.
+
+        ``pools`` / ``loads`` are mappings class -> pool / loader, or sequences aligned with
+        ``class_ids``. Without a process group this is :meth:`select` per class. Under
+        torch.distributed every rank must make the same call; ``distributed.mode`` decides whether
+        the classes are sharded (class c on rank c % world_size, picks all-gathered) or computed on
+        ``distributed.src`` and broadcast (see :mod:`dream_plugin.distributed`).
+        """
+        return distributed.select_classes(
+            self, class_ids, n, pools, loads, kind=kind, embed=embed, network=network, step=step, device=device,
+            embed_source=embed_source,
+        )
 
     def record_host_call(
         self,

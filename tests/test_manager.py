@@ -71,7 +71,7 @@ def fake_dists(monkeypatch):
 
 def test_builtin_strategies_are_registered_with_their_source(isolated_pm):
     found = collect_strategies(isolated_pm)
-    assert set(found) == {"random", "dream", "herding", "kcenter"}
+    assert set(found) == {"random", "dream", "herding", "kcenter", "precomputed"}
     assert {s.plugin for s in found.values()} == {"dream_plugin.builtin"}
     assert {s.distribution for s in found.values()} == {"built-in"}
 
@@ -178,5 +178,5 @@ def test_default_plugin_manager_is_cached_and_resettable():
 
 
 def test_unknown_strategy_lists_known_ones(isolated_pm):
-    with pytest.raises(Exception, match=r"strategy: unknown strategy 'dreem'; known strategies: dream, herding, kcenter, random"):
+    with pytest.raises(Exception, match=r"strategy: unknown strategy 'dreem'; known strategies: dream, herding, kcenter, precomputed, random"):
         Selector(Settings(strategy="dreem"), plugin_manager=isolated_pm)

@@ -3,9 +3,12 @@
 from .base import EmbeddingStrategy, NoOptions, Strategy
 from .coreset import HerdingStrategy, KCenterStrategy, herding_order, kcenter_order
 from .dream import DreamOptions, DreamStrategy, KMeansOptions
+from .precomputed import PrecomputedOptions, PrecomputedStrategy
 from .random import RandomStrategy
 
-BUILTIN_STRATEGIES: tuple[type[Strategy], ...] = (RandomStrategy, DreamStrategy, HerdingStrategy, KCenterStrategy)
+BUILTIN_STRATEGIES: tuple[type[Strategy], ...] = (
+    RandomStrategy, DreamStrategy, HerdingStrategy, KCenterStrategy, PrecomputedStrategy,
+)
 
 __all__ = [
     "BUILTIN_STRATEGIES",
@@ -16,6 +19,8 @@ __all__ = [
     "KCenterStrategy",
     "KMeansOptions",
     "NoOptions",
+    "PrecomputedOptions",
+    "PrecomputedStrategy",
     "RandomStrategy",
     "Strategy",
     "herding_order",
