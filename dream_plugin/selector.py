@@ -17,12 +17,13 @@ import pluggy
 import torch
 
 from . import builtin, distributed
-from .config import ConfigError, Settings, build_dataclass, load_settings
+from .config import ConfigError, PluginSettings, Settings, build_dataclass, load_settings
 from .manager import (
     PluginError,
     StrategyInfo,
     build_plugin_manager,
     collect_strategies,
+    get_plugin_manager,
     culprit_plugin,
 )
 from .requests import CALL_KINDS, EmbedFn, ImageLoader, SelectionRecord, SelectionRequest, SelectionResult
@@ -43,12 +44,20 @@ class Selector:
         Validated settings; default: :func:`dream_plugin.config.load_settings` (YAML from
         $DREAM_PLUGIN_CONFIG, then environment overrides such as DREAM_STRATEGY).
     plugin_manager:
-        A plugin manager; default: a new one honouring ``settings.plugins``.
+        A plugin manager. Default: the process-wide one (:func:`dream_plugin.get_plugin_manager`)
+        when ``settings.plugins`` is at its defaults, so an observer registered there with
+        ``get_plugin_manager().register(obj)`` sees every selector's records; otherwise a new one
+        honouring ``settings.plugins`` (blocked names, autoload).
     """
 
     def __init__(self, settings: Settings | None = None, *, plugin_manager: pluggy.PluginManager | None = None) -> None:
         self.settings = settings if settings is not None else load_settings()
-        self.pm = plugin_manager if plugin_manager is not None else build_plugin_manager(self.settings.plugins)
+        if plugin_manager is not None:
+            self.pm = plugin_manager
+        elif self.settings.plugins == PluginSettings():
+            self.pm = get_plugin_manager()
+        else:
+            self.pm = build_plugin_manager(self.settings.plugins)
         self.strategies: dict[str, StrategyInfo] = collect_strategies(self.pm)
         self._instances: dict[str, Any] = {}
         self._calls: dict[tuple[str, int], int] = {}

@@ -172,3 +172,20 @@ def test_observers_receive_a_record_and_cannot_break_the_run(isolated_pm):
     r = seen[0]
     assert (r.strategy, r.kind, r.class_id, r.n, r.pool_size, r.step) == ("random", "match", 4, 2, 10, 0)
     assert r.seconds >= 0 and r.as_dict()["strategy"] == "random"
+
+
+def test_default_selectors_share_the_process_wide_plugin_manager(monkeypatch):
+    from dream_plugin import get_plugin_manager
+
+    monkeypatch.setattr("importlib.metadata.distributions", lambda: [])
+    seen = []
+    get_plugin_manager().register(_plugin("watch", selection_done=lambda record: seen.append(record.class_id)), name="watch")
+    sel = Selector(Settings(strategy="random"))
+    assert sel.pm is get_plugin_manager()
+    sel.select(7, 1, torch.arange(3), lambda p: p)
+    assert seen == [7]
+    # a selector with its own plugin settings gets its own manager (blocked names must not leak)
+    from dream_plugin.config import PluginSettings
+
+    own = Selector(Settings(strategy="random", plugins=PluginSettings(block=("x",))))
+    assert own.pm is not get_plugin_manager()
