@@ -1,0 +1,104 @@
+"""``dream-plugin ab``: the A/B benchmark subcommand (registered by :func:`add_ab_parser`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..config import ConfigError, load_yaml
+from .config import ARM_DESCRIPTIONS, ARMS, METHODS, build_config, defaults_yaml
+
+# (flag, dotted config key, argparse keyword arguments)
+FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--method", "method", {"choices": METHODS, "help": "dm (distribution matching) or dc (gradient matching)"}),
+    ("--dataset", "dataset", {"help": "mnist | digits | folder | torchvision:<Name>"}),
+    ("--root", "root", {"help": "folder holding the dataset (folder, torchvision:<Name>)"}),
+    ("--arms", "arms", {"nargs": "+", "metavar": "ARM", "help": "arms to run, among: " + ", ".join(ARMS)}),
+    ("--seeds", "seeds", {"type": int, "help": "how many seeds (seed, seed+1, ...)"}),
+    ("--seed", "seed", {"type": int, "help": "first seed"}),
+    ("--ipc", "ipc", {"type": int, "help": "synthetic images per class"}),
+    ("--iterations", "iterations", {"type": int, "help": "distillation iterations"}),
+    ("--eval-points", "eval_points", {"type": int, "help": "evenly spaced evaluations from 0 to iterations"}),
+    ("--eval-at", "eval_at", {"type": int, "nargs": "+", "metavar": "IT", "help": "explicit evaluation iterations"}),
+    ("--batch-real", "batch_real", {"type": int, "help": "real images per class per matching step"}),
+    ("--lr-img", "lr_img", {"type": float, "help": "synthetic-image learning rate (default: 1.0 dm, 0.1 dc)"}),
+    ("--momentum-img", "momentum_img", {"type": float, "help": "synthetic-image SGD momentum"}),
+    ("--init", "init", {"choices": ("real", "noise"), "help": "initialise synthetic images from real images or noise"}),
+    ("--dsa", "dsa", {"action": argparse.BooleanOptionalAction, "help": "differentiable Siamese augmentation"}),
+    ("--dsa-strategy", "dsa_strategy", {"help": "augmentations joined by '_' among crop, scale, flip"}),
+    ("--interval", "interval", {"type": int, "help": "DREAM re-clustering interval (matching calls per class)"}),
+    ("--width", "model.width", {"type": int, "help": "ConvNet width"}),
+    ("--depth", "model.depth", {"type": int, "help": "ConvNet depth"}),
+    ("--norm", "model.norm", {"choices": ("instancenorm", "batchnorm", "none"), "help": "ConvNet normalisation"}),
+    ("--outer-loop", "dc.outer_loop", {"type": int, "help": "DC: synthetic updates per iteration"}),
+    ("--inner-loop", "dc.inner_loop", {"type": int, "help": "DC: network epochs on the synthetic set between them"}),
+    ("--lr-net", "dc.lr_net", {"type": float, "help": "DC: network learning rate in the inner loop"}),
+    ("--batch-train", "dc.batch_train", {"type": int, "help": "DC: inner-loop batch size"}),
+    ("--eval-nets", "eval.nets", {"type": int, "help": "fresh networks trained per evaluation"}),
+    ("--eval-epochs", "eval.epochs", {"type": int, "help": "epochs per evaluation network"}),
+    ("--eval-lr", "eval.lr", {"type": float, "help": "evaluation learning rate (x0.1 halfway)"}),
+    ("--eval-batch", "eval.batch", {"type": int, "help": "evaluation batch size"}),
+    ("--eval-augment", "eval.augment", {"action": argparse.BooleanOptionalAction,
+                                        "help": "augment evaluation training (default: follows --dsa)"}),
+    ("--device", "device", {"help": "auto (cuda if available, else cpu), cpu, cuda, cuda:<i>"}),
+    ("--threads", "threads", {"type": int, "help": "torch.set_num_threads (default 1; 0: torch's default, one per core)"}),
+    ("--out", "out", {"help": "output folder (default dream-ab-<timestamp>)"}),
+]
+
+
+def _dest(key: str) -> str:
+    return "ab_" + key.replace(".", "__")
+
+
+def add_ab_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``ab`` on the ``dream-plugin`` subparsers."""
+    arms = "; ".join(f"{k}: {v}" for k, v in ARM_DESCRIPTIONS.items())
+    p = sub.add_parser(
+        "ab",
+        help="A/B benchmark: distil with random vs DREAM selection (and ablations), same seeds",
+        description="Distil a synthetic set with each arm (same loop, seeds and budget; only the selection "
+        "differs), evaluate at several iterations, and report accuracy curves, speed-up and selection time. "
+        f"Arms: {arms}.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML config (see --show-defaults); flags override it")
+    p.add_argument("--show-defaults", action="store_true", help="print the default config as YAML and exit")
+    p.add_argument("--quick", action="store_true", help="small preset: about a minute on 2 CPU cores")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for flag, key, kwargs in FLAGS:
+        p.add_argument(flag, dest=_dest(key), default=None, **kwargs)
+    p.set_defaults(func=cmd_ab)
+    return p
+
+
+def flags_to_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The explicitly given flags as a nested mapping of config keys."""
+    out: dict[str, Any] = {}
+    for _flag, key, _kw in FLAGS:
+        value = getattr(args, _dest(key), None)
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = None if (key == "threads" and value == 0) else value
+    if getattr(args, "no_progress", False):
+        out["progress"] = False
+    return out
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    if args.show_defaults:
+        print(defaults_yaml(), end="")
+        return 0
+    file_data = load_yaml(args.config) if args.config else None
+    cfg = build_config(file_data, flags_to_overrides(args), quick=args.quick)
+    from .runner import run_ab
+
+    try:
+        run_ab(cfg)
+    except ModuleNotFoundError as exc:
+        if "adapters" in str(exc):
+            raise ConfigError(f"the get_images adapter is not available: {exc}") from exc
+        raise
+    return 0

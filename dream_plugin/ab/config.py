@@ -1,0 +1,311 @@
+"""Configuration of ``dream-plugin ab``: typed, validated, loadable from YAML, overridable by flags.
+
+Resolution order (later wins): built-in defaults < ``--config FILE`` < ``--quick`` preset <
+explicit command-line flags. Every error is a :class:`~dream_plugin.config.ConfigError` that names
+the option (as its YAML key and, where one exists, its flag) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from ..config import ConfigError, Settings, build_dataclass, parse_settings
+
+METHODS = ("dm", "dc")
+INITS = ("real", "noise")
+AUG_OPS = ("crop", "scale", "flip")
+
+ARMS: dict[str, tuple[str, str]] = {
+    # arm: (strategy for matching batches, strategy for initialisation)
+    "random": ("random", "random"),
+    "dream": ("dream", "dream"),
+    "init-only": ("random", "dream"),
+    "match-only": ("dream", "random"),
+    "herding": ("herding", "herding"),
+    "kcenter": ("kcenter", "kcenter"),
+}
+"""Every arm is a :class:`~dream_plugin.config.Settings` for a fresh selector: (strategy, init.strategy)."""
+
+ARM_DESCRIPTIONS = {
+    "random": "the hosts' baseline: random real images for init and for every matching batch",
+    "dream": "DREAM: representative (k-means) init and representative matching batches",
+    "init-only": "representative init, random matching batches",
+    "match-only": "random init, representative matching batches",
+    "herding": "herding picks for init and matching (coreset baseline)",
+    "kcenter": "greedy k-center picks for init and matching (coreset baseline)",
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ConvNet used for distillation and evaluation (conv-norm-relu-pool blocks)."""
+
+    width: int = 32
+    depth: int = 3
+    norm: Literal["instancenorm", "batchnorm", "none"] = "instancenorm"
+
+
+@dataclass(frozen=True)
+class DCConfig:
+    """Gradient matching (DC): per iteration a fresh network, ``outer_loop`` synthetic updates with
+    ``inner_loop`` network epochs on the synthetic set between them."""
+
+    outer_loop: int = 5
+    inner_loop: int = 5
+    lr_net: float = 0.01
+    batch_train: int = 256
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation: train ``nets`` fresh ConvNets on the synthetic set, test on the held-out split."""
+
+    nets: int = 3
+    epochs: int = 50
+    lr: float = 0.01
+    batch: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    augment: bool | None = None
+    """Augment training batches; None follows the top-level ``dsa``."""
+
+
+@dataclass(frozen=True)
+class AbConfig:
+    """One A/B experiment: every arm distils with the same loop, seeds and budget."""
+
+    method: Literal["dm", "dc"] = "dm"
+    dataset: str = "mnist"
+    root: str | None = None
+    arms: tuple[str, ...] = ("random", "dream", "init-only", "match-only")
+    seeds: int = 1
+    """How many seeds: seed, seed+1, ..., seed+seeds-1."""
+    seed: int = 0
+    ipc: int = 10
+    iterations: int = 100
+    eval_points: int = 5
+    """Evaluate at this many evenly spaced iterations from 0 to ``iterations`` (both included)."""
+    eval_at: tuple[int, ...] | None = None
+    """Explicit evaluation iterations (override ``eval_points``); each in [0, iterations]."""
+    batch_real: int = 64
+    lr_img: float | None = None
+    """Learning rate of the synthetic images; None: 1.0 for dm, 0.1 for dc (the hosts' values)."""
+    momentum_img: float = 0.5
+    init: Literal["real", "noise"] = "real"
+    dsa: bool = False
+    dsa_strategy: str = "crop_scale"
+    interval: int = 10
+    """DREAM re-clusters a class every ``interval`` matching calls (options.dream.interval)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dc: DCConfig = field(default_factory=DCConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    selector: Mapping[str, Any] = field(default_factory=dict)
+    """Extra selector settings shared by every arm (e.g. options.dream.kmeans.backend, plugins);
+    options.dream.interval given here wins over ``interval``."""
+    device: str = "auto"
+    threads: int | None = 1
+    """torch.set_num_threads for the run; None keeps torch's default (one per core). 1 by default: on a
+    2-core machine shared with other work, one thread measured 3-4x faster than two (OpenMP contention)."""
+    out: str | None = None
+    progress: bool = True
+
+    # -- derived --------------------------------------------------------------------------------
+    @property
+    def seed_list(self) -> list[int]:
+        return [self.seed + i for i in range(self.seeds)]
+
+    @property
+    def eval_iterations(self) -> list[int]:
+        if self.eval_at is not None:
+            return sorted(set(self.eval_at))
+        if self.eval_points == 1:
+            return [self.iterations]
+        pts = {round(i * self.iterations / (self.eval_points - 1)) for i in range(self.eval_points)}
+        return sorted(pts)
+
+    @property
+    def image_lr(self) -> float:
+        if self.lr_img is not None:
+            return self.lr_img
+        return 1.0 if self.method == "dm" else 0.1
+
+    @property
+    def augment_eval(self) -> bool:
+        return self.dsa if self.eval.augment is None else self.eval.augment
+
+    def arm_settings(self, arm: str, seed: int) -> Settings:
+        """The selector settings of one arm (the only thing that differs between arms)."""
+        strategy, init_strategy = ARMS[arm]
+        data = _deep_merge(
+            {"options": {"dream": {"interval": self.interval}}},
+            dict(self.selector),
+        )
+        data.update(strategy=strategy, init={**dict(data.get("init", {})), "strategy": init_strategy}, seed=seed)
+        return parse_settings(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["arms"] = list(self.arms)
+        data["eval_at"] = list(self.eval_at) if self.eval_at is not None else None
+        data["selector"] = _plain(self.selector)
+        return data
+
+    # -- validation -----------------------------------------------------------------------------
+    def validate(self) -> "AbConfig":
+        """Cross-field checks; returns self. Raises ConfigError naming the option."""
+        _need(self.method in METHODS, "method (--method)", self.method, "one of " + ", ".join(METHODS))
+        if not self.arms:
+            raise ConfigError("arms (--arms): at least one arm is needed; known arms: " + ", ".join(ARMS))
+        for a in self.arms:
+            _need(a in ARMS, "arms (--arms)", a, "one of " + ", ".join(ARMS))
+        dup = sorted({a for a in self.arms if self.arms.count(a) > 1})
+        if dup:
+            raise ConfigError(f"arms (--arms): {', '.join(dup)} listed more than once")
+        _check_dataset(self.dataset, self.root)
+        _need(self.seeds >= 1, "seeds (--seeds)", self.seeds, "an integer >= 1 (how many seeds to run)")
+        _need(self.seed >= 0, "seed (--seed)", self.seed, "an integer >= 0")
+        _need(self.ipc >= 1, "ipc (--ipc)", self.ipc, "an integer >= 1 (synthetic images per class)")
+        _need(self.iterations >= 1, "iterations (--iterations)", self.iterations, "an integer >= 1")
+        _need(self.eval_points >= 1, "eval_points (--eval-points)", self.eval_points, "an integer >= 1")
+        if self.eval_at is not None:
+            if not self.eval_at:
+                raise ConfigError("eval_at (--eval-at): give at least one iteration, or null to use eval_points")
+            for it in self.eval_at:
+                _need(0 <= it <= self.iterations, "eval_at (--eval-at)", it,
+                      f"iterations between 0 and iterations={self.iterations}")
+        _need(self.batch_real >= 1, "batch_real (--batch-real)", self.batch_real, "an integer >= 1")
+        if self.lr_img is not None:
+            _need(self.lr_img > 0, "lr_img (--lr-img)", self.lr_img, "a number > 0 (or null for the method's default)")
+        _need(0 <= self.momentum_img < 1, "momentum_img (--momentum-img)", self.momentum_img, "a number in [0, 1)")
+        ops = [o for o in self.dsa_strategy.split("_") if o]
+        if not ops:
+            raise ConfigError(f"dsa_strategy (--dsa-strategy): {self.dsa_strategy!r} names no operation; "
+                              f"expected operations joined by '_' among {', '.join(AUG_OPS)}")
+        for o in ops:
+            _need(o in AUG_OPS, "dsa_strategy (--dsa-strategy)", o,
+                  f"operations joined by '_' among {', '.join(AUG_OPS)}")
+        _need(self.interval >= 1, "interval (--interval)", self.interval, "an integer >= 1")
+        _need(self.model.width >= 1, "model.width (--width)", self.model.width, "an integer >= 1")
+        _need(self.model.depth >= 1, "model.depth (--depth)", self.model.depth, "an integer >= 1")
+        _need(self.dc.outer_loop >= 1, "dc.outer_loop (--outer-loop)", self.dc.outer_loop, "an integer >= 1")
+        _need(self.dc.inner_loop >= 0, "dc.inner_loop (--inner-loop)", self.dc.inner_loop, "an integer >= 0")
+        _need(self.dc.lr_net > 0, "dc.lr_net (--lr-net)", self.dc.lr_net, "a number > 0")
+        _need(self.dc.batch_train >= 1, "dc.batch_train (--batch-train)", self.dc.batch_train, "an integer >= 1")
+        _need(self.eval.nets >= 1, "eval.nets (--eval-nets)", self.eval.nets, "an integer >= 1")
+        _need(self.eval.epochs >= 1, "eval.epochs (--eval-epochs)", self.eval.epochs, "an integer >= 1")
+        _need(self.eval.lr > 0, "eval.lr (--eval-lr)", self.eval.lr, "a number > 0")
+        _need(self.eval.batch >= 1, "eval.batch (--eval-batch)", self.eval.batch, "an integer >= 1")
+        _need(self.eval.weight_decay >= 0, "eval.weight_decay", self.eval.weight_decay, "a number >= 0")
+        _need(0 <= self.eval.momentum < 1, "eval.momentum", self.eval.momentum, "a number in [0, 1)")
+        _check_device(self.device)
+        if self.threads is not None:
+            _need(self.threads >= 1, "threads (--threads)", self.threads, "an integer >= 1 (or null for torch's default)")
+        for key in ("strategy", "init", "seed"):
+            if key in self.selector and not (key == "init" and set(self.selector[key]) <= {"factor"}):
+                raise ConfigError(f"selector.{key}: set by each arm (and the run's seed); remove it from selector")
+        self._check_selectors()
+        return self
+
+    def _check_selectors(self) -> None:
+        """Build each arm's selector once, so unknown strategies or options fail before any work."""
+        from ..manager import build_plugin_manager
+        from ..selector import Selector
+
+        pm = None
+        for arm in self.arms:
+            settings = self.arm_settings(arm, self.seed)
+            pm = pm or build_plugin_manager(settings.plugins)
+            Selector(settings, plugin_manager=pm)
+
+
+def _need(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
+
+
+def _check_dataset(name: str, root: str | None) -> None:
+    if name in ("mnist", "digits"):
+        return
+    if name == "folder" or (name.startswith("torchvision:") and len(name) > len("torchvision:")):
+        if not root:
+            raise ConfigError(f"root (--root): dataset {name!r} needs the folder that holds it; pass --root DIR")
+        return
+    raise ConfigError(
+        f"dataset (--dataset): {name!r} is not allowed; expected mnist (embedded subset), digits, "
+        "folder (with --root) or torchvision:<Name> such as torchvision:MNIST (with --root)"
+    )
+
+
+def _check_device(device: str) -> None:
+    if device in ("auto", "cpu") or device == "cuda" or device.startswith("cuda:") or device == "mps":
+        return
+    raise ConfigError(f"device (--device): {device!r} is not allowed; expected auto, cpu, cuda, cuda:<index> or mps")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: copy.deepcopy(v) for k, v in base.items()}
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+QUICK: dict[str, Any] = {
+    "iterations": 20,
+    "eval_points": 3,
+    "batch_real": 32,
+    "model": {"width": 16},
+    "dc": {"outer_loop": 2, "inner_loop": 2},
+    "eval": {"nets": 2, "epochs": 30},
+}
+"""The ``--quick`` preset (about a minute on 2 CPU cores with the default arms and dm)."""
+
+
+def build_config(
+    file_data: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    *,
+    quick: bool = False,
+) -> AbConfig:
+    """Defaults < file < quick preset < flags (nested dicts with dotted keys already expanded)."""
+    data: dict[str, Any] = {}
+    if file_data:
+        if not isinstance(file_data, Mapping):
+            raise ConfigError(f"the ab config must be a mapping at the top level, got {type(file_data).__name__}")
+        data = _deep_merge(data, file_data)
+    if quick:
+        data = _deep_merge(data, QUICK)
+    if flags:
+        data = _deep_merge(data, flags)
+    cfg = build_dataclass(AbConfig, data)
+    return cfg.validate()
+
+
+def defaults_yaml() -> str:
+    """The default configuration as commented YAML (``dream-plugin ab --show-defaults``)."""
+    body = yaml.safe_dump(AbConfig().to_dict(), sort_keys=False)
+    head = (
+        "# dream-plugin ab: defaults (every key also has a flag; flags override this file)\n"
+        f"# method: {' | '.join(METHODS)}; arms: any of {', '.join(ARMS)}\n"
+        "# dataset: mnist (embedded subset, 400/100 per class) | digits | folder | torchvision:<Name> (+ root)\n"
+        "# eval_at: null -> eval_points evenly spaced iterations from 0 to iterations\n"
+        "# lr_img: null -> 1.0 for dm, 0.1 for dc; eval.augment: null -> follows dsa\n"
+        f"# dsa_strategy: operations joined by '_' among {', '.join(AUG_OPS)}\n"
+        "# selector: extra selector settings for every arm, e.g. {options: {dream: {kmeans: {backend: torch}}}}\n"
+    )
+    return head + body

@@ -1,0 +1,425 @@
+"""Run the A/B experiment: every arm x every seed, with identical seeds except the selection itself.
+
+At the start of each (arm, seed) run torch, numpy and python ``random`` are seeded identically,
+and everything random besides the selection comes from explicit per-purpose seeds (see
+:mod:`dream_plugin.ab.loops`). The random arm samples exactly as a host does (numpy's global
+generator, through the adapter's pass-through to the host's ``get_images``); the other arms select
+through a fresh :class:`~dream_plugin.selector.Selector` that keeps its own generators, so the
+arms diverge only through what is selected.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..data import ImageDataset, load_dataset
+from ..hookspecs import hookimpl
+from ..manager import build_plugin_manager
+from ..requests import SelectionRecord
+from ..selector import Selector, derive_seed
+from .config import AbConfig, ConfigError
+from .evaluate import evaluate_synset
+from .loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
+
+OBSERVER_NAME = "dream_plugin.ab.observer"
+
+
+class SelectionObserver:
+    """A ``selection_done`` plugin that keeps every :class:`SelectionRecord` of one run."""
+
+    def __init__(self) -> None:
+        self.records: list[SelectionRecord] = []
+
+    @hookimpl
+    def selection_done(self, record: SelectionRecord) -> None:
+        self.records.append(record)
+
+
+@dataclass
+class RunResult:
+    """One (arm, seed) run."""
+
+    arm: str
+    seed: int
+    curve: list[dict[str, Any]] = field(default_factory=list)  # {"iteration", "accs"}
+    wall_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    sample_seconds: float = 0.0
+    select_seconds: float = 0.0
+    selections: int = 0
+    reclusterings: int = 0
+    init_select_seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    synthetic: torch.Tensor | None = None
+
+    @property
+    def distill_seconds(self) -> float:
+        return max(0.0, self.wall_seconds - self.eval_seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.distill_seconds
+        return {
+            "arm": self.arm,
+            "seed": self.seed,
+            "curve": self.curve,
+            "wall_seconds": self.wall_seconds,
+            "distill_seconds": d,
+            "eval_seconds": self.eval_seconds,
+            "sample_seconds": self.sample_seconds,
+            "select_seconds": self.select_seconds,
+            "init_select_seconds": self.init_select_seconds,
+            "select_share": _share(self.select_seconds, d),
+            "sample_share": _share(self.sample_seconds, d),
+            "selections": self.selections,
+            "reclusterings": self.reclusterings,
+            "loss_first": self.losses[0] if self.losses else None,
+            "loss_last": self.losses[-1] if self.losses else None,
+        }
+
+
+def _share(part: float, whole: float) -> float:
+    if whole <= 0:
+        return 0.0
+    return float(min(1.0, max(0.0, part / whole)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device (--device): {name!r} was asked for but CUDA is not available here; use cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device (--device): 'mps' was asked for but is not available here; use cpu or auto")
+    return torch.device(name)
+
+
+def load_data(cfg: AbConfig) -> ImageDataset:
+    try:
+        return load_dataset(cfg.dataset, root=cfg.root)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"dataset (--dataset) {cfg.dataset!r}: {exc}") from exc
+
+
+def check_sizes(cfg: AbConfig, data: ImageDataset) -> None:
+    sizes = [int(p.numel()) for p in data.class_indices()]
+    smallest = min(sizes)
+    cls = sizes.index(smallest)
+    if cfg.ipc > smallest:
+        raise ConfigError(f"ipc (--ipc): {cfg.ipc} exceeds the {smallest} training images of class {cls} in "
+                          f"{data.name}; choose at most {smallest}")
+    if cfg.batch_real > smallest:
+        raise ConfigError(f"batch_real (--batch-real): {cfg.batch_real} exceeds the {smallest} training images of "
+                          f"class {cls} in {data.name}; choose at most {smallest}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def default_adapter_class() -> type:
+    from dream_plugin.adapters.get_images import GetImagesAdapter
+
+    return GetImagesAdapter
+
+
+def run_arm(
+    arm: str,
+    seed: int,
+    cfg: AbConfig,
+    data: ImageDataset,
+    device: torch.device,
+    *,
+    adapter_class: type | None = None,
+    tensors: dict[str, Any] | None = None,
+    position: int = 0,
+) -> RunResult:
+    """Distil with one arm and one seed; evaluate at ``cfg.eval_iterations``."""
+    from tqdm.auto import tqdm
+
+    adapter_class = adapter_class or default_adapter_class()
+    t = tensors or _device_tensors(data, device)
+    result = RunResult(arm=arm, seed=seed)
+    start = time.perf_counter()
+    seed_everything(seed)
+
+    settings = cfg.arm_settings(arm, seed)
+    # a plugin manager of this run's own: the observer sees only this run, and nothing leaks between runs
+    selector = Selector(settings, plugin_manager=build_plugin_manager(settings.plugins))
+    observer = SelectionObserver()
+    selector.pm.register(observer, name=OBSERVER_NAME)
+
+    shape = (data.channels, data.num_classes, data.image_size)
+
+    def make_net(s: int) -> torch.nn.Module:
+        return seeded_net(cfg, *shape, s, device)
+
+    live = LiveNet()
+    adapter = adapter_class(
+        host_get_images(t["images_all"], t["indices_class"]),
+        t["images_all"],
+        t["indices_class"],
+        net=lambda: live.net,
+        net_factory=lambda: make_net(derive_seed(seed, "init-embed-net")),
+        selector=selector,
+    )
+
+    def on_eval(it: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        accs = evaluate_synset(x, y, t["test_x"], t["test_y"], cfg, make_net, seed, it)
+        result.curve.append({"iteration": it, "accs": accs})
+        if bar is not None:
+            bar.set_postfix_str(f"it {it}: acc {np.mean(accs):.4f}")
+
+    bar = tqdm(total=cfg.iterations, desc=f"{arm} (seed {seed})", leave=False, disable=not cfg.progress,
+               position=position, dynamic_ncols=True)
+    ctx = LoopContext(cfg=cfg, sampler=adapter, live=live, make_net=make_net, num_classes=data.num_classes,
+                      seed=seed, device=device, on_eval=on_eval, progress=bar)
+    labels = torch.arange(data.num_classes, device=device).repeat_interleave(cfg.ipc)
+    syn = torch.empty((data.num_classes * cfg.ipc, data.channels, data.image_size, data.image_size), device=device)
+    if cfg.init == "real":
+        for c in range(data.num_classes):
+            syn[c * cfg.ipc:(c + 1) * cfg.ipc] = ctx.real(c, cfg.ipc, "init").detach()
+    else:
+        g = torch.Generator().manual_seed(derive_seed(seed, "syn-noise"))
+        syn.copy_(torch.randn(syn.shape, generator=g))
+    try:
+        final = distill(syn, labels, ctx)
+    finally:
+        bar.close()
+        selector.pm.unregister(observer)
+    result.wall_seconds = time.perf_counter() - start
+    result.eval_seconds = ctx.eval_seconds
+    result.sample_seconds = ctx.sample_seconds
+    result.losses = ctx.losses
+    records = observer.records
+    result.select_seconds = float(sum(r.seconds for r in records))
+    result.init_select_seconds = float(sum(r.seconds for r in records if r.kind == "init"))
+    result.selections = len(records)
+    result.reclusterings = sum(1 for r in records if r.reclustered)
+    result.synthetic = final.cpu()
+    return result
+
+
+def _device_tensors(data: ImageDataset, device: torch.device) -> dict[str, Any]:
+    return {
+        "images_all": data.train_images.to(device),
+        "indices_class": [p.tolist() for p in data.class_indices()],
+        "test_x": data.test_images.to(device),
+        "test_y": data.test_labels.to(device),
+    }
+
+
+# ---------------------------------------------------------------------------------- aggregation
+def aggregate(cfg: AbConfig, runs: list[RunResult]) -> dict[str, Any]:
+    """Per arm: curves (mean/std over nets and seeds), final accuracy, speed-up vs random, times."""
+    its = cfg.eval_iterations
+    arms: dict[str, Any] = {}
+    for arm in cfg.arms:
+        mine = [r for r in runs if r.arm == arm]
+        curve = []
+        for i, it in enumerate(its):
+            accs = [a for r in mine for a in r.curve[i]["accs"]]
+            per_seed = [float(np.mean(r.curve[i]["accs"])) for r in mine]
+            curve.append({"iteration": it, "mean": float(np.mean(accs)), "std": float(np.std(accs)),
+                          "n": len(accs), "per_seed_mean": per_seed})
+        wall = [r.wall_seconds for r in mine]
+        dist = [r.distill_seconds for r in mine]
+        sel = [r.select_seconds for r in mine]
+        samp = [r.sample_seconds for r in mine]
+        settings = cfg.arm_settings(arm, cfg.seed).to_dict()
+        settings.pop("seed", None)
+        arms[arm] = {
+            "strategy": settings["strategy"],
+            "init_strategy": settings["init"]["strategy"],
+            "selector_settings": settings,
+            "curve": curve,
+            "final": {"iteration": its[-1], "mean": curve[-1]["mean"], "std": curve[-1]["std"]},
+            "wall_seconds": float(np.mean(wall)),
+            "distill_seconds": float(np.mean(dist)),
+            "eval_seconds": float(np.mean([r.eval_seconds for r in mine])),
+            "select_seconds": float(np.mean(sel)),
+            "sample_seconds": float(np.mean(samp)),
+            "select_share": _share(sum(sel), sum(dist)),
+            "sample_share": _share(sum(samp), sum(dist)),
+            "selections": int(np.mean([r.selections for r in mine])),
+            "reclusterings": int(np.mean([r.reclusterings for r in mine])),
+            "runs": [r.as_dict() for r in mine],
+        }
+    reference = "random" if "random" in arms else None
+    target = arms[reference]["final"]["mean"] if reference else None
+    for arm, a in arms.items():
+        a.update(_speedup(a["curve"], target, its[-1]))
+        if arm == reference:  # its own final mean is the target: a ratio would only measure its noise
+            a["speedup"] = None
+            a["speedup_note"] = f"reference arm (its final mean {target:.4f} is the target); " + a["speedup_note"]
+    return {"eval_iterations": its, "reference_arm": reference, "target_accuracy": target, "arms": arms}
+
+
+def _speedup(curve: list[dict[str, Any]], target: float | None, budget: int) -> dict[str, Any]:
+    if target is None:
+        return {"reach_iteration": None, "speedup": None, "speedup_note": "no random arm to compare with"}
+    for point in curve:
+        if point["mean"] >= target - 1e-12:
+            it = point["iteration"]
+            if it == 0:
+                return {"reach_iteration": 0, "speedup": None,
+                        "speedup_note": "reaches random's final accuracy already at iteration 0 (initialisation)"}
+            return {"reach_iteration": it, "speedup": budget / it,
+                    "speedup_note": f"reaches random's final mean {target:.4f} at iteration {it}; {budget}/{it}"}
+    return {"reach_iteration": None, "speedup": None,
+            "speedup_note": f"does not reach random's final mean {target:.4f} within {budget} iterations"}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import torchvision
+
+    from .. import __version__
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        affinity = os.cpu_count()
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "dream_plugin": __version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": _git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "load_average_at_start": _loadavg(),
+    }
+    return env
+
+
+def _loadavg() -> list[float] | None:
+    """1/5/15-minute load averages (other processes on the machine slow every arm alike)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover - not on Unix
+        return None
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    commit = out.stdout.strip()
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
+        if dirty.returncode == 0 and dirty.stdout.strip():
+            commit += "-dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return commit
+
+
+def run_ab(
+    cfg: AbConfig,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    adapter_class: type | None = None,
+    write: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Run every arm over every seed; write results.json, curves.png and synthetic grids to ``out``."""
+    from .report import format_table, save_curves, save_grids
+
+    cfg.validate()
+    threads_before = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_ab(cfg, out=out, adapter_class=adapter_class, write=write, log=log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_ab(
+    cfg: AbConfig,
+    *,
+    out: str | os.PathLike[str] | None,
+    adapter_class: type | None,
+    write: bool,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    from .report import format_table, save_curves, save_grids
+
+    device = resolve_device(cfg.device)
+    data = load_data(cfg)
+    check_sizes(cfg, data)
+    adapter_class = adapter_class or default_adapter_class()
+    tensors = _device_tensors(data, device)
+    env = environment(device)
+    out_dir = Path(out or cfg.out or f"dream-ab-{time.strftime('%Y%m%d-%H%M%S')}")
+    say = log or (lambda _msg: None)
+    say(f"dream-plugin ab: {cfg.method} on {data.name} ({data.num_classes} classes, "
+        f"{data.train_images.shape[0]} train / {data.test_images.shape[0]} test), ipc {cfg.ipc}, "
+        f"{cfg.iterations} iterations, arms {', '.join(cfg.arms)}, seeds {cfg.seed_list}, "
+        f"{cfg.eval.nets} eval nets at {cfg.eval_iterations}; device {device}, {torch.get_num_threads()} threads")
+    start = time.perf_counter()
+    runs: list[RunResult] = []
+    for seed in cfg.seed_list:
+        for arm in cfg.arms:
+            r = run_arm(arm, seed, cfg, data, device, adapter_class=adapter_class, tensors=tensors)
+            say(f"  {arm:<11} seed {seed}: final acc {np.mean(r.curve[-1]['accs']):.4f} "
+                f"({r.wall_seconds:.1f} s, selection {r.select_seconds:.1f} s)")
+            runs.append(r)
+    total = time.perf_counter() - start
+    env["load_average_at_end"] = _loadavg()
+    summary = aggregate(cfg, runs)
+    results: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "resolved": {"lr_img": cfg.image_lr, "eval_augment": cfg.augment_eval, "seeds": cfg.seed_list,
+                     "dataset_name": data.name, "num_classes": data.num_classes, "image_size": data.image_size,
+                     "channels": data.channels, "train_images": int(data.train_images.shape[0]),
+                     "test_images": int(data.test_images.shape[0]),
+                     "std_note": "std over all evaluation networks of all seeds (numpy std, ddof=0)"},
+        "environment": env,
+        "total_seconds": total,
+        **summary,
+    }
+    table = format_table(results)
+    results["table"] = table
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = {"results": "results.json", "curves": "curves.png"}
+        save_curves(results, out_dir / "curves.png")
+        first = {r.arm: r.synthetic for r in runs if r.seed == cfg.seed_list[0]}
+        files.update(save_grids(first, data, cfg.ipc, out_dir))
+        results["files"] = files
+        results["out"] = str(out_dir)
+        import json
+
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    say("")
+    say(table)
+    if write:
+        say(f"\nwrote {out_dir}/results.json, curves.png, " + ", ".join(f"synthetic_{a}.png" for a in cfg.arms)
+            + f" (total {total:.1f} s)")
+    return results
