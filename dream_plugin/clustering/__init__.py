@@ -4,6 +4,8 @@ Public API:
 
 * :func:`kmeans` / :class:`KMeans` / :class:`KMeansResult` - pure-torch engine
   (CPU or CUDA, chunked, seeded by an explicit ``torch.Generator``).
+* :func:`kmeans_batched` / :class:`BatchedKMeansResult` / :func:`pad_problems` - many
+  independent problems (every class of a re-selection) in one padded, batched run.
 * :func:`run_kmeans` / :func:`available_backends` - the same call through
   optional engines (``"torch"``, ``"sklearn"``, ``"fast_pytorch_kmeans"``, ``"faiss"``).
 * :func:`nearest_unique` / :func:`nearest_per_cluster` - turn centroids into
@@ -12,17 +14,22 @@ Public API:
 """
 
 from .backends import BACKEND_NAMES, available_backends, run_kmeans
+from .batched import BatchedKMeansResult, kmeans_batched, pad_problems
 from .distances import nearest_centroid, squared_distances
-from .kmeans import INIT_METHODS, KMeans, KMeansResult, kmeans
+from .kmeans import INIT_METHODS, PRECISIONS, KMeans, KMeansResult, kmeans
 from .picking import nearest_per_cluster, nearest_unique
 
 __all__ = [
     "BACKEND_NAMES",
+    "BatchedKMeansResult",
     "INIT_METHODS",
+    "PRECISIONS",
     "KMeans",
     "KMeansResult",
     "available_backends",
     "kmeans",
+    "kmeans_batched",
+    "pad_problems",
     "nearest_centroid",
     "nearest_per_cluster",
     "nearest_unique",

@@ -27,9 +27,8 @@ import torch
 from .distances import _row_sq_norms, compute_dtype, nearest_centroid
 from .kmeans import (
     KMeansResult,
-    _kmeans_plusplus,
     _make_generator,
-    _random_init,
+    _seed,
     _validate_common,
     _validate_init,
     _validate_x,
@@ -102,9 +101,7 @@ def _init_centers(
     """Initial centroids in compute dtype using our seeded initialisers."""
     if isinstance(init, torch.Tensor):
         return init.to(xf.dtype)
-    if init == "random":
-        return _random_init(xf, k, gen)
-    return _kmeans_plusplus(xf, _row_sq_norms(xf), k, gen)
+    return _seed(xf, _row_sq_norms(xf), init, k, gen)
 
 
 def _finish(
@@ -132,6 +129,8 @@ def _run_sklearn(x, k, max_iter, tol, init, gen, chunk_size) -> KMeansResult:
     np_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     xn = x.detach().to(device="cpu", dtype=np_dtype).numpy()
     init_arg: Any = init
+    if init == "k-means++-sampled":  # not a scikit-learn option: seed it with ours
+        init = _init_centers(x.detach().to(compute_dtype(x.dtype)), init, k, gen)
     if isinstance(init, torch.Tensor):
         init_arg = init.detach().to(device="cpu", dtype=np_dtype).numpy()
     est = cluster.KMeans(
@@ -178,9 +177,9 @@ def _run_faiss(x, k, max_iter, tol, init, gen, chunk_size) -> KMeansResult:
     xf32 = x.detach().to(device="cpu", dtype=torch.float32).contiguous()
     init_c = None
     seed = _seed_from(gen)
-    if isinstance(init, torch.Tensor) or init == "k-means++":
+    if isinstance(init, torch.Tensor) or init in ("k-means++", "k-means++-sampled"):
         # faiss (< 1.9) has no k-means++; seed it with ours for comparable quality
-        init_c = _init_centers(xf32, init if isinstance(init, torch.Tensor) else "k-means++", k, gen)
+        init_c = _init_centers(xf32, init, k, gen)
         init_c = init_c.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
     km = faiss.Kmeans(
         d,
@@ -218,6 +217,7 @@ def run_kmeans(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     chunk_size: int = 4096,
+    precision: str = "fp32",
 ) -> KMeansResult:
     """Run k-means on ``x`` (N, D) with the chosen ``backend``; same result type for all.
 
@@ -242,8 +242,11 @@ def run_kmeans(
         generator = torch.Generator().manual_seed(seed)
     if backend == "torch":
         return kmeans(
-            x, n_clusters, max_iter=max_iter, tol=tol, init=init, generator=generator, chunk_size=chunk_size
+            x, n_clusters, max_iter=max_iter, tol=tol, init=init, generator=generator, chunk_size=chunk_size,
+            precision=precision,
         )
+    if precision != "fp32":
+        raise ValueError(f"precision={precision!r} is only available with backend 'torch' (got {backend!r})")
     _import_backend(backend)  # fail early with the install hint, before any work
     x = _validate_x(x)
     k, max_iter, tol, chunk_size = _validate_common(x, n_clusters, max_iter, tol, chunk_size)

@@ -8,19 +8,66 @@ random state: all randomness comes from an explicit ``torch.Generator``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import numbers
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from .distances import _check_chunk_size, _nearest, _row_sq_norms, compute_dtype
 
-__all__ = ["KMeansResult", "kmeans", "KMeans", "INIT_METHODS"]
+__all__ = ["KMeansResult", "kmeans", "KMeans", "INIT_METHODS", "PRECISIONS", "matmul_precision"]
 
 #: String initialisations accepted by :func:`kmeans` (a ``(K, D)`` tensor is also allowed).
-INIT_METHODS = ("k-means++", "random")
+#: ``'k-means++-sampled'`` runs the greedy k-means++ on a random subsample of
+#: ``max(20 K, 1000)`` rows (cheaper seeding on large pools; see docs/benchmarks.md, "Selection speed").
+INIT_METHODS = ("k-means++", "k-means++-sampled", "random")
+
+#: Arithmetic of the distance matrix products: ``'fp32'`` (default, exact float32),
+#: ``'tf32'`` (CUDA TensorFloat-32 matmuls) or ``'bf16'`` (CUDA bfloat16 matmuls on centred
+#: data). Both reduced precisions are GPU options: on CPU they run as ``'fp32'``. Labels and
+#: inertia of the result always come from a final float32 assignment.
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def _validate_precision(precision: object) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    return precision  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """Allow TF32 CUDA matmuls inside the block when ``precision == 'tf32'``; restored after.
+
+    A no-op for ``'fp32'`` / ``'bf16'`` and on CPU. The previous setting comes back even on error.
+    """
+    if precision != "tf32" or device.type != "cuda":
+        yield
+        return
+    m = torch.backends.cuda.matmul
+    if hasattr(m, "fp32_precision"):  # torch >= 2.9 API
+        old = m.fp32_precision
+        try:
+            m.fp32_precision = "tf32"
+        except Exception:  # noqa: BLE001 - mixing APIs can raise: then run in fp32
+            yield
+            return
+        try:
+            yield
+        finally:
+            m.fp32_precision = old
+    else:  # pragma: no cover - older torch
+        old_flag = m.allow_tf32
+        m.allow_tf32 = True
+        try:
+            yield
+        finally:
+            m.allow_tf32 = old_flag
 
 
 @dataclass(frozen=True)
@@ -100,7 +147,8 @@ def _validate_init(init: object, x: torch.Tensor, k: int) -> str | torch.Tensor:
     if isinstance(init, str):
         if init not in INIT_METHODS:
             raise ValueError(
-                f"unknown init {init!r}; allowed: 'k-means++', 'random', or a (K, D) tensor of initial centroids"
+                f"unknown init {init!r}; allowed: 'k-means++', 'random', 'k-means++-sampled', "
+                "or a (K, D) tensor of initial centroids"
             )
         return init
     if not isinstance(init, torch.Tensor):
@@ -194,6 +242,29 @@ def _kmeans_plusplus(xf: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Ge
     return centers
 
 
+def sampled_size(k: int) -> int:
+    """Rows used by ``'k-means++-sampled'`` seeding: ``max(20 K, 1000)``."""
+    return max(20 * k, 1000)
+
+
+def _kmeans_plusplus_sampled(xf: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ on a random subsample of :func:`sampled_size` rows (all rows if fewer)."""
+    n = xf.shape[0]
+    m = sampled_size(k)
+    if m >= n:
+        return _kmeans_plusplus(xf, x_sq, k, gen)
+    idx = torch.randperm(n, generator=gen, device=gen.device)[:m].to(xf.device)
+    return _kmeans_plusplus(xf.index_select(0, idx), x_sq.index_select(0, idx), k, gen)
+
+
+def _seed(xf: torch.Tensor, x_sq: torch.Tensor, init: str, k: int, gen: torch.Generator) -> torch.Tensor:
+    if init == "random":
+        return _random_init(xf, k, gen)
+    if init == "k-means++-sampled":
+        return _kmeans_plusplus_sampled(xf, x_sq, k, gen)
+    return _kmeans_plusplus(xf, x_sq, k, gen)
+
+
 # --------------------------------------------------------------------------- #
 # Lloyd
 # --------------------------------------------------------------------------- #
@@ -266,11 +337,15 @@ def kmeans(
     init: str | torch.Tensor = "k-means++",
     generator: torch.Generator | None = None,
     chunk_size: int = 4096,
+    precision: str = "fp32",
 ) -> KMeansResult:
     """Cluster the rows of ``x`` (N, D) into ``n_clusters`` groups with Lloyd's algorithm.
 
-    * ``init``: ``'k-means++'`` (greedy, scikit-learn style), ``'random'``
-      (K distinct rows) or a ``(K, D)`` tensor on x's device (warm start).
+    * ``init``: ``'k-means++'`` (greedy, scikit-learn style), ``'k-means++-sampled'`` (the same
+      on ``max(20 K, 1000)`` random rows), ``'random'`` (K distinct rows) or a ``(K, D)`` tensor
+      on x's device (warm start).
+    * ``precision``: ``'fp32'`` (default), or on CUDA ``'tf32'`` / ``'bf16'`` matrix products
+      (see :data:`PRECISIONS`); the final labels and inertia are always float32.
     * ``generator``: CPU (or x-device) ``torch.Generator`` that seeds the
       initialisation; same state gives the same result, ``None`` uses a fresh
       nondeterministic generator.  Global RNGs are never used.
@@ -286,6 +361,16 @@ def kmeans(
     k, max_iter, tol, chunk_size = _validate_common(x, n_clusters, max_iter, tol, chunk_size)
     init = _validate_init(init, x, k)
     gen = _make_generator(generator)
+    precision = _validate_precision(precision)
+    if precision == "bf16" and x.device.type == "cuda":
+        from .batched import kmeans_batched
+
+        res = kmeans_batched(
+            x.unsqueeze(0), k, max_iter=max_iter, tol=tol,
+            init=init.unsqueeze(0) if isinstance(init, torch.Tensor) else init,
+            generators=[gen], chunk_size=chunk_size, precision=precision,
+        )
+        return dataclasses.replace(res.result(0), backend="torch")
 
     xf = x.to(compute_dtype(x.dtype))
     x_sq = _row_sq_norms(xf)
@@ -293,17 +378,50 @@ def kmeans(
 
     if isinstance(init, torch.Tensor):
         centers = init.detach().to(xf.dtype).clone()
-    elif init == "random":
-        centers = _random_init(xf, k, gen)
     else:
-        centers = _kmeans_plusplus(xf, x_sq, k, gen)
+        centers = _seed(xf, x_sq, init, k, gen)
 
     n = xf.shape[0]
     labels = torch.empty(n, dtype=torch.long, device=xf.device)
     min_dist = torch.empty(n, dtype=xf.dtype, device=xf.device)
     labels_old = torch.empty_like(labels)
-    converged = False
-    strict = False  # labels unchanged -> labels/min_dist already match centers
+    # strict: labels unchanged -> labels/min_dist already match centers
+    with matmul_precision(precision, x.device):
+        centers, labels, n_iter, converged, strict = _lloyd(
+            xf, x_sq, centers, labels, min_dist, labels_old, max_iter, tol_abs, chunk_size
+        )
+    if precision == "tf32":
+        strict = False  # recompute the final assignment in full float32
+    if not strict:
+        # final E-step so labels/inertia are those of the returned centroids
+        _nearest(xf, x_sq, centers, _row_sq_norms(centers), chunk_size, labels, min_dist)
+    inertia = float(min_dist.sum(dtype=torch.float64))
+    return KMeansResult(
+        centroids=centers.to(x.dtype),
+        labels=labels,
+        inertia=inertia,
+        n_iter=n_iter,
+        converged=converged,
+        backend="torch",
+    )
+
+
+def _lloyd(
+    xf: torch.Tensor,
+    x_sq: torch.Tensor,
+    centers: torch.Tensor,
+    labels: torch.Tensor,
+    min_dist: torch.Tensor,
+    labels_old: torch.Tensor,
+    max_iter: int,
+    tol_abs: float,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, int, bool, bool]:
+    """Lloyd iterations in the caller's buffers (``labels`` / ``labels_old`` swap each iteration).
+
+    Returns ``(centers, labels buffer holding the last assignment, n_iter, converged, strict)``.
+    """
+    converged = strict = False
     n_iter = 0
     for it in range(max_iter):
         _nearest(xf, x_sq, centers, _row_sq_norms(centers), chunk_size, labels, min_dist)
@@ -320,19 +438,7 @@ def kmeans(
             converged = True
             break
         labels, labels_old = labels_old, labels
-
-    if not strict:
-        # final E-step so labels/inertia are those of the returned centroids
-        _nearest(xf, x_sq, centers, _row_sq_norms(centers), chunk_size, labels, min_dist)
-    inertia = float(min_dist.sum(dtype=torch.float64))
-    return KMeansResult(
-        centroids=centers.to(x.dtype),
-        labels=labels,
-        inertia=inertia,
-        n_iter=n_iter,
-        converged=converged,
-        backend="torch",
-    )
+    return centers, labels, n_iter, converged, strict
 
 
 # --------------------------------------------------------------------------- #

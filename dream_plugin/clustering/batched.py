@@ -1,0 +1,388 @@
+"""Batched k-means: several independent problems (e.g. every class of one re-selection) at once.
+
+DREAM re-clusters every class of the dataset at the same moment. Clustering the classes one after
+the other pays the per-call overhead (Python, kernel launches, small GEMMs) once per class; here
+the ``B`` problems are stacked into one padded tensor ``(B, N_max, D)`` and every step - k-means++
+seeding, the assignment (``|x|^2 - 2 x c^T + |c|^2`` as one ``baddbmm`` per row chunk) and the
+centroid update - runs for all of them together.
+
+Padding: problem ``b`` owns rows ``[0, lengths[b])``; the other rows are never sampled by the
+seeding, never counted in a centroid, never part of the inertia and get label ``-1``.
+
+Each problem draws its random numbers from its own ``torch.Generator`` exactly as
+:func:`dream_plugin.clustering.kmeans` does, so a batched run makes the same choices as ``B``
+separate runs up to floating-point rounding of the batched matrix products (results agree in
+inertia; labels agree except on exact near-ties). Converged problems stop moving and leave the
+batch (it is compacted), so a batch costs about what its slowest member costs, not ``B`` times it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .distances import _check_chunk_size, compute_dtype
+from .kmeans import (
+    KMeansResult,
+    _as_int,
+    _kmeans_plusplus_sampled,
+    _make_generator,
+    _rand,
+    _update_centers,
+    _validate_precision,
+    matmul_precision,
+)
+
+__all__ = ["BatchedKMeansResult", "kmeans_batched", "pad_problems"]
+
+
+@dataclass(frozen=True)
+class BatchedKMeansResult:
+    """Outcome of :func:`kmeans_batched` for ``B`` problems.
+
+    ``centroids`` ``(B, K, D)`` in x's dtype; ``labels`` ``(B, N_max)`` int64 with ``-1`` on padded
+    rows; ``inertia``, ``n_iter`` and ``converged`` are per-problem lists; ``lengths`` the number of
+    real rows of each problem.
+    """
+
+    centroids: torch.Tensor
+    labels: torch.Tensor
+    inertia: list[float]
+    n_iter: list[int]
+    converged: list[bool]
+    lengths: list[int]
+
+    def __len__(self) -> int:
+        return len(self.inertia)
+
+    def result(self, b: int) -> KMeansResult:
+        """Problem ``b`` as a plain :class:`KMeansResult` (labels without padding)."""
+        return KMeansResult(
+            centroids=self.centroids[b],
+            labels=self.labels[b, : self.lengths[b]],
+            inertia=self.inertia[b],
+            n_iter=self.n_iter[b],
+            converged=self.converged[b],
+            backend="torch-batched",
+        )
+
+    def results(self) -> list[KMeansResult]:
+        return [self.result(b) for b in range(len(self))]
+
+
+def pad_problems(xs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 2-D tensors ``(N_b, D)`` into a zero-padded ``(B, N_max, D)`` tensor and its lengths."""
+    if len(xs) == 0:
+        raise ValueError("need at least one problem")
+    d = xs[0].shape[1] if xs[0].dim() == 2 else None
+    for i, t in enumerate(xs):
+        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != d:
+            raise ValueError(f"problem {i} must be a (N, {d}) tensor, got {getattr(t, 'shape', type(t))}")
+        if t.device != xs[0].device:
+            raise ValueError("all problems must be on the same device")
+    lengths = torch.tensor([t.shape[0] for t in xs], dtype=torch.long)
+    n_max = int(lengths.max())
+    out = xs[0].new_zeros((len(xs), n_max, d))
+    for i, t in enumerate(xs):
+        out[i, : t.shape[0]] = t.detach()
+    return out, lengths
+
+
+# --------------------------------------------------------------------------- #
+# validation
+# --------------------------------------------------------------------------- #
+def _validate_batch(
+    x: object, lengths: object, k: object, generators: object
+) -> tuple[torch.Tensor, list[int], int, list[torch.Generator]]:
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise ValueError(f"x must be a (B, N_max, D) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating point, got dtype {x.dtype}")
+    b, n_max, _ = x.shape
+    if b == 0 or n_max == 0:
+        raise ValueError(f"x must hold at least one problem with one row, got shape {tuple(x.shape)}")
+    if lengths is None:
+        lens = [n_max] * b
+    else:
+        lens = [int(v) for v in torch.as_tensor(lengths).reshape(-1).tolist()]
+        if len(lens) != b:
+            raise ValueError(f"lengths must have one entry per problem ({b}), got {len(lens)}")
+        if any(n < 1 or n > n_max for n in lens):
+            raise ValueError(f"every length must be in [1, {n_max}], got {lens}")
+    kk = _as_int(k, "n_clusters")
+    if kk < 1 or kk > min(lens):
+        raise ValueError(f"n_clusters must be between 1 and the smallest problem's rows ({min(lens)}), got {kk}")
+    if generators is None or isinstance(generators, torch.Generator):
+        base = _make_generator(generators)  # one generator: problems draw from it in turn
+        gens = [base] * b
+    else:
+        gens = list(generators)  # type: ignore[arg-type]
+        if len(gens) != b:
+            raise ValueError(f"need one generator per problem ({b}), got {len(gens)}")
+        gens = [_make_generator(g) for g in gens]
+    return x, lens, kk, gens
+
+
+def _row_mask(lens: list[int], n_max: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n_max, device=device).unsqueeze(0) < torch.tensor(lens, device=device).unsqueeze(1)
+
+
+# --------------------------------------------------------------------------- #
+# seeding
+# --------------------------------------------------------------------------- #
+def _kmeans_plusplus_batched(
+    xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator]
+) -> torch.Tensor:
+    """Greedy k-means++ for every problem at once (same draws as the per-problem version).
+
+    Padded rows carry zero weight, so they are never drawn and never count in the potential.
+    """
+    b, n_max, d = xf.shape
+    dev = xf.device
+    n_trials = 2 + int(math.log(k))
+    centers = xf.new_empty((b, k, d))
+    ar = torch.arange(b, device=dev)
+    first = torch.cat(
+        [torch.randint(n, (1,), generator=g, device=g.device).to(dev) for n, g in zip(lens, gens)]
+    )
+    centers[:, 0] = xf[ar, first]
+    c0 = centers[:, :1]  # (B, 1, D)
+    closest = torch.baddbmm(c0.square().sum(-1).unsqueeze(1), xf, c0.transpose(1, 2), alpha=-2.0).squeeze(2)
+    closest.add_(x_sq).clamp_(min=0).mul_(mask)
+    x_sq_col = x_sq.unsqueeze(2)
+    maskf = mask.unsqueeze(2).to(xf.dtype)
+    last = torch.tensor(lens, device=dev).sub_(1).unsqueeze(1)
+    for c in range(1, k):
+        cums = torch.cumsum(closest, 1, dtype=torch.float64)  # (B, N)
+        u = torch.stack([_rand(n_trials, g, dev) for g in gens])  # (B, L)
+        targets = (1.0 - u) * cums[:, -1:]
+        cand = torch.searchsorted(cums, targets)
+        cand = torch.minimum(cand, last)
+        cand_x = torch.gather(xf, 1, cand.unsqueeze(2).expand(b, n_trials, d))  # (B, L, D)
+        dc = torch.baddbmm(cand_x.square().sum(-1).unsqueeze(1), xf, cand_x.transpose(1, 2), alpha=-2.0)
+        dc.add_(x_sq_col).clamp_(min=0)
+        torch.minimum(dc, closest.unsqueeze(2), out=dc)
+        dc.mul_(maskf)
+        best = torch.argmin(dc.sum(1, dtype=torch.float64), dim=1)  # (B,)
+        centers[:, c] = cand_x[ar, best]
+        closest = dc[ar, :, best]
+    return centers
+
+
+def _random_init_batched(xf: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator]) -> torch.Tensor:
+    rows = []
+    for i, (n, g) in enumerate(zip(lens, gens)):
+        idx = torch.randperm(n, generator=g, device=g.device)[:k].to(xf.device)
+        rows.append(xf[i].index_select(0, idx))
+    return torch.stack(rows)
+
+
+# --------------------------------------------------------------------------- #
+# Lloyd
+# --------------------------------------------------------------------------- #
+def _nearest_batched(
+    x: torch.Tensor,
+    x_sq: torch.Tensor,
+    c: torch.Tensor,
+    rows: int,
+    low: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per problem and row: nearest centroid and squared distance, in ``rows``-row chunks.
+
+    ``low``: optional ``(bf16 centred rows, mean, squared norms of the centred rows)`` from
+    :func:`_low_precision_copy`; the matrix product then runs in bfloat16 (GPU option).
+    """
+    b, n, _ = x.shape
+    labels = torch.empty((b, n), dtype=torch.long, device=x.device)
+    dist = torch.empty((b, n), dtype=x.dtype, device=x.device)
+    if low is None:
+        c_sq = c.square().sum(-1).unsqueeze(1)  # (B, 1, K)
+        c_t = c.transpose(1, 2)
+        for s in range(0, n, rows):
+            e = min(s + rows, n)
+            blk = torch.baddbmm(c_sq, x[:, s:e], c_t, alpha=-2.0)
+            vals, idx = blk.min(dim=2)
+            labels[:, s:e] = idx
+            torch.add(vals, x_sq[:, s:e], out=dist[:, s:e])
+    else:
+        mm_x, mu, xc_sq = low
+        cc = c - mu
+        c_sq = cc.square().sum(-1).unsqueeze(1)
+        c_t = cc.to(torch.bfloat16).transpose(1, 2)
+        for s in range(0, n, rows):
+            e = min(s + rows, n)
+            blk = torch.bmm(mm_x[:, s:e], c_t).to(x.dtype).mul_(-2.0).add_(c_sq)
+            vals, idx = blk.min(dim=2)
+            labels[:, s:e] = idx
+            torch.add(vals, xc_sq[:, s:e], out=dist[:, s:e])
+    return labels, dist.clamp_(min=0)
+
+
+def _cluster_sums_batched(
+    xf: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, k: int, rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-problem cluster sums ``(B, K, D)`` and counts ``(B, K)``; padded rows are ignored."""
+    b, n, d = xf.shape
+    flat = labels + torch.arange(b, device=xf.device).unsqueeze(1) * k
+    flat = torch.where(mask, flat, torch.full_like(flat, b * k))  # padded rows -> a discarded bin
+    counts = torch.bincount(flat.reshape(-1), minlength=b * k + 1)[: b * k].view(b, k)
+    if xf.device.type == "cpu":
+        sums = xf.new_zeros((b * k + 1, d)).index_add_(0, flat.reshape(-1), xf.reshape(-1, d))[: b * k]
+        return sums.view(b, k, d), counts
+    # accelerators: fixed-order one-hot GEMMs (index_add_ uses nondeterministic atomics there)
+    sums = xf.new_zeros((b, k, d))
+    ids = torch.arange(k, device=xf.device)
+    for s in range(0, n, rows):
+        e = min(s + rows, n)
+        onehot = ((labels[:, s:e].unsqueeze(2) == ids) & mask[:, s:e].unsqueeze(2)).to(xf.dtype)
+        sums.baddbmm_(onehot.transpose(1, 2), xf[:, s:e])
+    return sums, counts
+
+
+def kmeans_batched(
+    x: torch.Tensor,
+    n_clusters: int,
+    *,
+    lengths: Sequence[int] | torch.Tensor | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    init: str | torch.Tensor = "k-means++",
+    generators: torch.Generator | Sequence[torch.Generator] | None = None,
+    chunk_size: int = 4096,
+    precision: str = "fp32",
+) -> BatchedKMeansResult:
+    """k-means with ``n_clusters`` clusters for each of ``B`` padded problems ``x`` ``(B, N_max, D)``.
+
+    * ``lengths``: real rows per problem (rows ``[0, lengths[b])``); None means no padding.
+    * ``init``: ``'k-means++'``, ``'k-means++-sampled'``, ``'random'`` or a ``(B, K, D)`` tensor
+      (warm start).
+    * ``generators``: one ``torch.Generator`` per problem (same draws as separate
+      :func:`~dream_plugin.clustering.kmeans` calls with those generators), a single generator
+      (problems draw from it in turn) or None (nondeterministic).
+    * Stopping, tolerance and empty-cluster handling are those of :func:`kmeans`, per problem.
+    * ``chunk_size`` bounds the temporaries at about ``chunk_size * K`` elements (all problems
+      together); ``precision`` as in :func:`kmeans` (``'bf16'`` / ``'tf32'`` are GPU options).
+    """
+    x, lens, k, gens = _validate_batch(x, lengths, n_clusters, generators)
+    mi = _as_int(max_iter, "max_iter")
+    if mi < 1:
+        raise ValueError(f"max_iter must be >= 1, got {mi}")
+    tol = float(tol)
+    if not tol >= 0 or math.isinf(tol):
+        raise ValueError(f"tol must be a finite float >= 0, got {tol!r}")
+    chunk_size = _check_chunk_size(chunk_size)
+    precision = _validate_precision(precision)
+    b, n_max, d = x.shape
+    dev = x.device
+    x = x.detach()
+    mask = _row_mask(lens, n_max, dev)
+    xf = x.to(compute_dtype(x.dtype))
+    if not bool(mask.all()):
+        xf = torch.where(mask.unsqueeze(2), xf, torch.zeros((), dtype=xf.dtype, device=dev))  # padded rows: 0
+    if not bool(torch.isfinite(xf).all()):
+        raise ValueError("x contains NaN or inf values in its real rows")
+    x_sq = xf.square().sum(-1)  # (B, N)
+    # per-problem scale of the tolerance: mean feature variance over the real rows
+    lens_t = torch.tensor(lens, device=dev, dtype=torch.float64)
+    mean = xf.sum(1, dtype=torch.float64) / lens_t.unsqueeze(1)
+    second = x_sq.sum(1, dtype=torch.float64) / (lens_t * d)
+    tol_abs = (tol * (second - mean.square().sum(1) / d).clamp_(min=0)).tolist()
+
+    if isinstance(init, torch.Tensor):
+        if tuple(init.shape) != (b, k, d):
+            raise ValueError(f"init tensor must have shape (B, K, D) = {(b, k, d)}, got {tuple(init.shape)}")
+        if init.device != dev:
+            raise ValueError(f"init tensor must be on x's device {dev}, got {init.device}")
+        if not bool(torch.isfinite(init).all()):
+            raise ValueError("init tensor contains NaN or inf values")
+        centers = init.detach().to(xf.dtype).clone()
+    elif init == "random":
+        centers = _random_init_batched(xf, lens, k, gens)
+    elif init == "k-means++":
+        centers = _kmeans_plusplus_batched(xf, x_sq, mask, lens, k, gens)
+    elif init == "k-means++-sampled":
+        centers = torch.stack(
+            [_kmeans_plusplus_sampled(xf[i, :n], x_sq[i, :n], k, g) for i, (n, g) in enumerate(zip(lens, gens))]
+        )
+    else:
+        raise ValueError(
+            f"unknown init {init!r}; allowed: 'k-means++', 'k-means++-sampled', 'random' or a (B, K, D) tensor"
+        )
+
+    out_centers = centers.clone()
+    n_iter = [0] * b
+    converged = [False] * b
+    active = list(range(b))  # problem ids still iterating, aligned with the working tensors
+    wx, wsq, wmask, wc = xf, x_sq, mask, centers
+    wtol = torch.tensor(tol_abs, dtype=torch.float64)
+    prev_labels: torch.Tensor | None = None
+    rows = max(1, chunk_size // b)
+    with matmul_precision(precision, dev):
+        low = precision == "bf16" and dev.type == "cuda"
+        lowp = _low_precision_copy(wx, wmask, lens, active) if low else None
+        for it in range(mi):
+            labels, dist = _nearest_batched(wx, wsq, wc, rows, lowp)
+            sums, counts = _cluster_sums_batched(wx, labels, wmask, k, rows)
+            new = sums / counts.clamp(min=1).unsqueeze(2).to(wx.dtype)
+            empty = (counts == 0).any(dim=1)
+            if bool(empty.any()):
+                for j in empty.nonzero().flatten().tolist():
+                    n_j = lens[active[j]]
+                    new[j], _ = _update_centers(
+                        wx[j, :n_j], labels[j, :n_j], dist[j, :n_j], wc[j], chunk_size
+                    )
+            shift = (new - wc).square().sum(dim=(1, 2), dtype=torch.float64).cpu()
+            same = torch.zeros(len(active), dtype=torch.bool)
+            if prev_labels is not None:
+                same = ((labels == prev_labels) | ~wmask).all(dim=1).cpu() & ~empty.cpu()
+            done = same | (shift <= wtol)
+            wc = torch.where(same.to(dev).view(-1, 1, 1), wc, new)  # same labels: same means
+            for j, pid in enumerate(active):
+                n_iter[pid] = it + 1
+            finished = done.nonzero().flatten().tolist()
+            if finished:
+                for j in finished:
+                    out_centers[active[j]] = wc[j]
+                    converged[active[j]] = True
+                keep = (~done).nonzero().flatten()
+                if keep.numel() == 0:
+                    active = []
+                    break
+                kd = keep.to(dev)
+                active = [active[j] for j in keep.tolist()]
+                wx, wsq, wmask, wc = wx[kd], wsq[kd], wmask[kd], wc[kd]
+                labels, wtol = labels[kd], wtol[keep]
+                if lowp is not None:
+                    lowp = _low_precision_copy(wx, wmask, lens, active)
+            prev_labels = labels
+        for j, pid in enumerate(active):  # max_iter reached
+            out_centers[pid] = wc[j]
+        # final E-step in full precision: labels / inertia are those of the returned centroids
+    labels, dist = _nearest_batched(xf, x_sq, out_centers, rows)
+    labels = labels.masked_fill_(~mask, -1)
+    inertia = (dist * mask).sum(1, dtype=torch.float64).tolist()
+    return BatchedKMeansResult(
+        centroids=out_centers.to(x.dtype),
+        labels=labels,
+        inertia=[float(v) for v in inertia],
+        n_iter=n_iter,
+        converged=converged,
+        lengths=lens,
+    )
+
+
+def _low_precision_copy(
+    wx: torch.Tensor, wmask: torch.Tensor, lens: list[int], active: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """bf16 copy of the centred rows, their mean and squared norms.
+
+    Distances do not change under a shift; centring keeps the dot products small relative to
+    the distances, which is what bfloat16's 8-bit mantissa needs.
+    """
+    n_real = torch.tensor([lens[p] for p in active], device=wx.device, dtype=wx.dtype)
+    mu = wx.sum(1, keepdim=True) / n_real.view(-1, 1, 1)  # (B, 1, D), padded rows are zero
+    xc = (wx - mu) * wmask.unsqueeze(2).to(wx.dtype)
+    return xc.to(torch.bfloat16), mu, xc.square().sum(-1)
