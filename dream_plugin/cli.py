@@ -1,4 +1,4 @@
-"""The ``dream-plugin`` command: list plugins, check configs, run the demo."""
+"""The ``dream-plugin`` command: the A/B run, plugins, configs, precompute, data export and a demo."""
 
 from __future__ import annotations
 
