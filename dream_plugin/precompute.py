@@ -46,6 +46,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from .clustering.backends import BACKEND_NAMES
+from .strategies.dream import KMeansOptions
+
 FORMAT = "dream-plugin-picks"
 FORMAT_VERSION = 1
 _PARTIAL_SUFFIX = ".partial"
@@ -211,14 +214,6 @@ def load_picks(
 
 
 # ---------------------------------------------------------------------------------- the engine
-@dataclass(frozen=True)
-class KMeansSettings:
-    max_iter: int = 100
-    tol: float = 1e-4
-    backend: str = "torch"
-    chunk_size: int = 4096
-
-
 def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     out = []
     for k in ks:
@@ -246,7 +241,7 @@ def _class_file(d: Path, c: int) -> Path:
     return d / f"class_{c:06d}.pt"
 
 
-def _cluster_class(feats: torch.Tensor, c: int, ks: tuple[int, ...], seed: int, km: KMeansSettings,
+def _cluster_class(feats: torch.Tensor, c: int, ks: tuple[int, ...], seed: int, km: KMeansOptions,
                    keep_centroids: bool) -> dict[str, Any]:
     from .clustering import nearest_unique, run_kmeans
     from .selector import derive_seed
@@ -261,7 +256,7 @@ def _cluster_class(feats: torch.Tensor, c: int, ks: tuple[int, ...], seed: int, 
         if k > feats.shape[0]:
             raise ValueError(f"class {c} has {feats.shape[0]} items, fewer than K={k}; use K <= {feats.shape[0]}")
         gen = torch.Generator(device=feats.device).manual_seed(derive_seed(seed, "precompute", c, k))
-        res = run_kmeans(feats, k, backend=km.backend, max_iter=km.max_iter, tol=km.tol, generator=gen,
+        res = run_kmeans(feats, k, backend=km.backend, max_iter=km.max_iter, tol=km.tol, init=km.init, generator=gen,
                          chunk_size=km.chunk_size)
         pos, _ = nearest_unique(feats, res.centroids, chunk_size=km.chunk_size)
         out["picks"][k] = pos.to("cpu", torch.int64)
@@ -297,7 +292,7 @@ def run_precompute(
     out: str | os.PathLike[str],
     *,
     seed: int = 0,
-    kmeans: KMeansSettings = KMeansSettings(),
+    kmeans: KMeansOptions = KMeansOptions(),
     save_centroids: bool = True,
     source: Mapping[str, Any] | None = None,
     restart: bool = False,
@@ -563,7 +558,7 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads: {args.threads} is not allowed; expected an integer >= 1")
         torch.set_num_threads(args.threads)
-    km = KMeansSettings(max_iter=args.max_iter, tol=args.tol, backend=args.backend)
+    km = KMeansOptions(max_iter=args.max_iter, tol=args.tol, backend=args.backend)
     common = dict(seed=args.kmeans_seed, kmeans=km, save_centroids=not args.no_centroids, restart=args.restart,
                   progress=not args.no_progress)
     if args.synthetic and args.dataset:
@@ -614,7 +609,7 @@ def add_precompute_parser(sub: Any) -> None:
     km = p.add_argument_group("k-means")
     km.add_argument("--max-iter", type=int, default=100)
     km.add_argument("--tol", type=float, default=1e-4)
-    km.add_argument("--backend", default="torch", choices=["torch", "sklearn", "fast_pytorch_kmeans", "faiss"])
+    km.add_argument("--backend", default="torch", choices=list(BACKEND_NAMES))
     km.add_argument("--kmeans-seed", type=int, default=0)
     p.add_argument("--no-centroids", action="store_true", help="do not store the centroids (smaller file)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run of a different job")

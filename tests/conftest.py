@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from sklearn.datasets import make_blobs
 from torch import nn
 
 from dream_plugin.config import PluginSettings, Settings
@@ -66,3 +68,24 @@ def tiny_pool():
 def tiny_net():
     torch.manual_seed(0)
     return TinyBNNet()
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    """A seeded CPU generator (tests never touch torch's global RNG)."""
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def blobs() -> tuple[torch.Tensor, np.ndarray]:
+    """400 points in 5 well-separated Gaussian blobs (6-d), with their true labels."""
+    x, y = make_blobs(n_samples=400, centers=5, n_features=6, cluster_std=0.6, random_state=3)
+    return torch.from_numpy(x).float(), y
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny problems: one intra-op thread avoids OpenMP spin-waits on a shared, busy machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.cluster import KMeans as SKKMeans
-from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
+from conftest import gen
 from dream_plugin.clustering import (
     KMeans,
     KMeansResult,
@@ -25,16 +25,6 @@ from dream_plugin.clustering import (
 )
 
 CUDA = torch.cuda.is_available()
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-@pytest.fixture(scope="module")
-def blobs() -> tuple[torch.Tensor, np.ndarray]:
-    x, y = make_blobs(n_samples=400, centers=5, n_features=6, cluster_std=0.6, random_state=3)
-    return torch.from_numpy(x).float(), y
 
 
 def brute_sq(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

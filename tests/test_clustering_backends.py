@@ -8,23 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
+from conftest import gen
 from dream_plugin.clustering import BACKEND_NAMES, KMeans, available_backends, kmeans, run_kmeans
 
 AVAILABLE = available_backends()
 BACKENDS = [name for name, ok in AVAILABLE.items() if ok]
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-@pytest.fixture(scope="module")
-def blobs() -> tuple[torch.Tensor, np.ndarray]:
-    x, y = make_blobs(n_samples=400, centers=5, n_features=6, cluster_std=0.6, random_state=3)
-    return torch.from_numpy(x).float(), y
 
 
 def test_available_backends_shape():

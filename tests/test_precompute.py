@@ -15,7 +15,7 @@ from dream_plugin.models import ConvNet
 from dream_plugin.precompute import (
     FORMAT,
     Fingerprint,
-    KMeansSettings,
+    KMeansOptions,
     PicksFileError,
     load_picks,
     partial_dir,
@@ -25,16 +25,10 @@ from dream_plugin.precompute import (
 )
 from dream_plugin.selector import Selector, derive_seed
 
-KM = KMeansSettings(max_iter=30)
+KM = KMeansOptions(max_iter=30)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny problems: thread hand-off dominates on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -244,3 +238,10 @@ def test_cli_precompute_with_a_factory_and_synthetic(tmp_path, monkeypatch, caps
         main(["precompute", "--synthetic", "3,40", "--k", "4", "--out", str(out2)])
     assert "--synthetic: '3,40' is not allowed; expected N_CLASSES,PER_CLASS,DIM" in capsys.readouterr().err
     sys.modules.pop("my_nets", None)
+
+
+def test_cli_refuses_bad_kmeans_settings_before_any_work(tmp_path, capsys):
+    out = tmp_path / "bad.pt"
+    assert main(["precompute", "--synthetic", "2,20,8", "--k", "3", "--max-iter", "0", "--out", str(out)]) == 2
+    assert "max_iter: 0 is not allowed; expected an integer >= 1" in capsys.readouterr().err
+    assert not out.exists()

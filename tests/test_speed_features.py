@@ -26,13 +26,7 @@ from dream_plugin.strategies.dream import DreamOptions, DreamStrategy, KMeansOpt
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one intra-op thread avoids OpenMP spin-waits on a shared, busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gens(n: int, base: int = 0) -> list[torch.Generator]:

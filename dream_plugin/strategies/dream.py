@@ -33,9 +33,6 @@ from ..requests import SelectionRequest, SelectionResult
 from ._fingerprint import Fingerprint, fingerprint
 from .base import EmbeddingStrategy
 
-KMEANS_BACKENDS = ("torch", "sklearn", "fast_pytorch_kmeans", "faiss")
-
-
 @dataclass(frozen=True)
 class KMeansOptions:
     """k-means settings shared by the clustering strategies."""
