@@ -26,6 +26,9 @@ def _dispatch(request: SelectionRequest) -> SelectionResult | None:
     if strategy is None:
         return None
     request.context["answered_by"] = f"strategy:{request.context.get('strategy_name', '?')}"
+    prepared = request.context.pop("prepared", None)  # computed ahead in a batch (Selector.select_classes)
+    if prepared is not None:
+        return prepared
     return strategy.select(request)
 
 

@@ -359,11 +359,19 @@ def select_classes(
         return selector.select(c, n, pool_of[c], load_of[c], kind=kind, embed=embed, network=network, step=step,
                                device=device, embed_source=embed_source)
 
+    def prepare(classes: list[int]) -> None:  # batched answers for the one(c) calls that follow
+        selector._prepare_many(classes, n, pool_of, load_of, kind=kind, embed=embed, network=network, step=step,
+                               device=device, embed_source=embed_source)
+
     info = group_info()
     settings = selector.settings.distributed
     mode = resolve_mode(settings.mode, len(ids), info[1] if info else 1)
     if info is None or mode == "off":
-        return {c: one(c) for c in ids}
+        try:
+            prepare(ids)
+            return {c: one(c) for c in ids}
+        finally:
+            selector._prepared.clear()
     rank, world = info
     _check_src(settings.src, world)
     check_sync_batchnorm(network, settings.sync_batchnorm, mode)
@@ -393,19 +401,27 @@ def select_classes(
     rows = torch.zeros(rows_per_rank if mode == "shard" else len(ids), width, dtype=torch.int64)
     errors: dict[int, BaseException] = {}
     roles = selector.__dict__.setdefault("_dist_roles", {})
-    for j, c in enumerate(mine):
-        call_index = selector._calls.get((kind, c), 0)
-        pool_size = int(torch.as_tensor(pool_of[c]).numel())
-        roles[(kind, c)] = _Role("compute", mode, rank)
-        try:
-            positions = one(c)
-            rows[j, :_HDR] = torch.tensor(_header(_OK, kind, c, call_index, pool_size, n))
-            rows[j, _HDR:] = positions
-        except Exception as exc:  # noqa: BLE001 - reported to every rank after the exchange
-            errors[c] = exc
-            rows[j, :_HDR] = torch.tensor(_header(_FAILED, kind, c, call_index, pool_size, n))
-        finally:
-            roles.pop((kind, c), None)
+    try:
+        with local_sync_batchnorm(network):  # this rank embeds alone: no SyncBN collectives
+            prepare(mine)
+    except Exception:  # noqa: BLE001 - the per-class calls below meet the error and report it
+        selector._prepared.clear()
+    try:
+        for j, c in enumerate(mine):
+            call_index = selector._calls.get((kind, c), 0)
+            pool_size = int(torch.as_tensor(pool_of[c]).numel())
+            roles[(kind, c)] = _Role("compute", mode, rank)
+            try:
+                positions = one(c)
+                rows[j, :_HDR] = torch.tensor(_header(_OK, kind, c, call_index, pool_size, n))
+                rows[j, _HDR:] = positions
+            except Exception as exc:  # noqa: BLE001 - reported to every rank after the exchange
+                errors[c] = exc
+                rows[j, :_HDR] = torch.tensor(_header(_FAILED, kind, c, call_index, pool_size, n))
+            finally:
+                roles.pop((kind, c), None)
+    finally:
+        selector._prepared.clear()
 
     # 3. exchange
     if mode == "shard":

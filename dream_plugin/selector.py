@@ -62,6 +62,8 @@ class Selector:
         self._instances: dict[str, Any] = {}
         self._calls: dict[tuple[str, int], int] = {}
         self.records: list[SelectionRecord] = []
+        # answers computed ahead by a batched select_classes: (kind, class, call index, n) -> (result, seconds)
+        self._prepared: dict[tuple[str, int, int, int], tuple[SelectionResult, float]] = {}
         self.distributed_log: list[distributed.DistributedEvent] = []  # one per rank-exchanged selection
         for key, name in (("strategy", self.settings.strategy), ("init.strategy", self.settings.init_strategy)):
             self._info(name, key)
@@ -135,6 +137,61 @@ class Selector:
         ``pool`` lists the host's indices of class ``class_id``; ``load(positions)`` returns the
         images at those pool positions; ``embed`` maps images to features with the live network.
         """
+        request, name, call_index = self._new_request(
+            class_id, n, pool, load, kind=kind, embed=embed, network=network, step=step, device=device,
+            embed_source=embed_source,
+        )
+        # an answer computed ahead by a batched select_classes (see _prepare_many), if any
+        prepared = self._prepared.pop((request.kind, request.class_id, call_index, request.n), None)
+        prepared_seconds = 0.0
+        if prepared is not None:
+            request.context["prepared"], prepared_seconds = prepared
+        hook = self.pm.hook.select_init_batch if request.kind == "init" else self.pm.hook.select_real_batch
+        hook_name = "select_init_batch" if request.kind == "init" else "select_real_batch"
+        start = time.perf_counter()
+
+        def run_hook() -> Any:
+            try:
+                return hook(request=request)
+            except Exception as exc:
+                raise self._attribute_error(exc, hook_name, name) from exc
+
+        answer = distributed.consistent_answer(self, request, run_hook)  # plain hook call without a process group
+        seconds = time.perf_counter() - start + prepared_seconds
+        answered_by = request.context.get("answered_by", "a plugin's hook implementation")
+        result = answer if isinstance(answer, SelectionResult) else SelectionResult(positions=answer)
+        positions = _check_positions(result.positions, request.n, request.pool_size, request.class_id, answered_by)
+        self._calls[(request.kind, request.class_id)] = call_index + 1
+        record = SelectionRecord(
+            strategy=name, kind=request.kind, class_id=request.class_id, n=request.n, pool_size=request.pool_size,
+            step=request.step, seconds=seconds, reclustered=result.reclustered,
+            kmeans_iterations=result.kmeans_iterations, inertia=result.inertia,
+            duplicates_resolved=result.duplicates_resolved, embed_seconds=result.embed_seconds,
+            cluster_seconds=result.cluster_seconds, embed_source=embed_source, answered_by=answered_by,
+        )
+        self.records.append(record)
+        self._notify(record)
+        return positions
+
+    def _new_request(
+        self,
+        class_id: int,
+        n: int,
+        pool: torch.Tensor | Any,
+        load: ImageLoader,
+        *,
+        kind: str,
+        embed: EmbedFn | None,
+        network: torch.nn.Module | None,
+        step: int | None,
+        device: torch.device | str | None,
+        embed_source: str,
+    ) -> tuple[SelectionRequest, str, int]:
+        """Validate one call and build its request: ``(request, strategy name, call index)``.
+
+        The call index (and so the request's generator) comes from the calls already answered for
+        this (kind, class); nothing is counted until the answer is checked.
+        """
         if kind not in CALL_KINDS:
             raise ValueError(f"kind: {kind!r} is not allowed; expected one of {', '.join(CALL_KINDS)}")
         pool_t = _as_pool(pool, class_id)
@@ -152,8 +209,7 @@ class Selector:
         name = self.strategy_name(kind)
         if name == "host":
             raise ValueError("bn batches are drawn by the host itself (bn_batch: host); the adapter should not ask")
-        call_key = (kind, int(class_id))
-        call_index = self._calls.get(call_key, 0)
+        call_index = self._calls.get((kind, int(class_id)), 0)
         dev = _check_device(device) if device is not None else _infer_device(network)
         generator = torch.Generator().manual_seed(derive_seed(self.settings.seed, kind, int(class_id), call_index))
         request = SelectionRequest(
@@ -162,32 +218,38 @@ class Selector:
             network=network, embed_batch_size=self.settings.embed_batch_size, embed_source=embed_source,
             context={"strategy": self.strategy(name), "strategy_name": name},
         )
+        return request, name, call_index
+
+    def _prepare_many(
+        self, class_ids: list[int], n: int, pool_of: dict[int, Any], load_of: dict[int, Any], **kw: Any
+    ) -> None:
+        """Compute the answers of several classes in one batch, for the ``select`` calls that follow.
+
+        Only when the strategy offers ``select_many`` (DREAM: one batched k-means for every class
+        that re-clusters) and no plugin other than the built-in dispatcher implements the hook,
+        so the batch gives exactly the answers the per-class calls would get. The time of the
+        batch is shared equally among its classes' records.
+        """
+        kind = kw["kind"]
+        name = self.strategy_name(kind)
+        if len(class_ids) < 2 or name == "host":
+            return
+        strategy = self.strategy(name)
+        if not callable(getattr(strategy, "select_many", None)):
+            return
         hook = self.pm.hook.select_init_batch if kind == "init" else self.pm.hook.select_real_batch
-        hook_name = "select_init_batch" if kind == "init" else "select_real_batch"
+        if any(impl.plugin_name != builtin.BUILTIN_PLUGIN_NAME for impl in hook.get_hookimpls()):
+            return
+        built = [self._new_request(c, n, pool_of[c], load_of[c], **kw) for c in class_ids]
         start = time.perf_counter()
-
-        def run_hook() -> Any:
-            try:
-                return hook(request=request)
-            except Exception as exc:
-                raise self._attribute_error(exc, hook_name, name) from exc
-
-        answer = distributed.consistent_answer(self, request, run_hook)  # plain hook call without a process group
-        seconds = time.perf_counter() - start
-        answered_by = request.context.get("answered_by", "a plugin's hook implementation")
-        result = answer if isinstance(answer, SelectionResult) else SelectionResult(positions=answer)
-        positions = _check_positions(result.positions, n, pool_t.numel(), class_id, answered_by)
-        self._calls[call_key] = call_index + 1
-        record = SelectionRecord(
-            strategy=name, kind=kind, class_id=int(class_id), n=n, pool_size=int(pool_t.numel()), step=request.step,
-            seconds=seconds, reclustered=result.reclustered, kmeans_iterations=result.kmeans_iterations,
-            inertia=result.inertia, duplicates_resolved=result.duplicates_resolved,
-            embed_seconds=result.embed_seconds, cluster_seconds=result.cluster_seconds,
-            embed_source=embed_source, answered_by=answered_by,
-        )
-        self.records.append(record)
-        self._notify(record)
-        return positions
+        try:
+            results = strategy.select_many([r for r, _, _ in built])
+        except Exception as exc:
+            hook_name = "select_init_batch" if kind == "init" else "select_real_batch"
+            raise self._attribute_error(exc, hook_name, name) from exc
+        share = (time.perf_counter() - start) / len(built)
+        for (request, _, call_index), result in zip(built, results):
+            self._prepared[(request.kind, request.class_id, call_index, request.n)] = (result, share)
 
     def select_classes(
         self,

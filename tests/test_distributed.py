@@ -388,3 +388,48 @@ def test_local_sync_batchnorm_uses_batch_statistics_and_restores():
     check_sync_batchnorm(net, "error", "shard")  # eval mode: fine
     with pytest.raises(DistributedSelectionError, match="features.1"):
         check_sync_batchnorm(net.train(), "error", "shard")
+
+
+def test_select_classes_clusters_the_classes_as_one_batch(tiny_net):
+    images, pools = make_data()
+    loads = loaders(images, pools)
+    from dream_plugin.embedding import resolve_embedder
+
+    embed, _ = resolve_embedder(tiny_net)
+    sel = make_selector()
+    strategy = sel.strategy("dream")
+    batches = []
+    original = strategy.select_many
+    strategy.select_many = lambda reqs: batches.append([r.class_id for r in reqs]) or original(reqs)
+    ids = [0, 1, 2, 3]
+    out = sel.select_classes(ids, N, pools, loads, embed=embed, network=tiny_net)
+    assert batches == [ids]
+    per_class = make_selector()
+    for c in ids:
+        assert torch.equal(out[c], per_class.select(c, N, pools[c], loads[c], embed=embed, network=tiny_net))
+    assert [r.class_id for r in sel.records] == ids
+    assert all(r.reclustered and r.seconds > 0 for r in sel.records)  # each carries its share of the batch
+    assert not sel._prepared  # nothing left over for a later call
+
+
+def test_select_classes_does_not_batch_when_another_plugin_implements_the_hook(tiny_net):
+    from dream_plugin import hookimpl
+
+    images, pools = make_data()
+    loads = loaders(images, pools)
+    from dream_plugin.embedding import resolve_embedder
+
+    embed, _ = resolve_embedder(tiny_net)
+
+    class ClassZeroFirst:
+        @hookimpl
+        def select_real_batch(self, request):
+            return torch.arange(request.n) if request.class_id == 0 else None
+
+    sel = make_selector()
+    sel.pm.register(ClassZeroFirst(), name="class-zero-first")
+    strategy = sel.strategy("dream")
+    strategy.select_many = lambda reqs: pytest.fail("select_many must not run when a plugin may answer first")
+    out = sel.select_classes([0, 1], N, pools[:2], loads[:2], embed=embed, network=tiny_net)
+    assert torch.equal(out[0], torch.arange(N))
+    assert sel.records[0].answered_by != sel.records[1].answered_by

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 import torch
 
 from .distances import _check_chunk_size, compute_dtype
+from .gram_lloyd import gram_lloyd
+from .seeding import choose_method, gram_matrix, greedy_kmeans_plusplus
 from .kmeans import (
     KMeansResult,
     _as_int,
     _kmeans_plusplus_sampled,
     _make_generator,
-    _rand,
     _update_centers,
     _validate_precision,
     matmul_precision,
@@ -134,42 +135,14 @@ def _row_mask(lens: list[int], n_max: int, device: torch.device) -> torch.Tensor
 # seeding
 # --------------------------------------------------------------------------- #
 def _kmeans_plusplus_batched(
-    xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator]
+    xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator]
 ) -> torch.Tensor:
-    """Greedy k-means++ for every problem at once (same draws as the per-problem version).
+    """Greedy k-means++ centres ``(B, K, D)`` for every problem at once (same draws as one by one).
 
     Padded rows carry zero weight, so they are never drawn and never count in the potential.
     """
-    b, n_max, d = xf.shape
-    dev = xf.device
-    n_trials = 2 + int(math.log(k))
-    centers = xf.new_empty((b, k, d))
-    ar = torch.arange(b, device=dev)
-    first = torch.cat(
-        [torch.randint(n, (1,), generator=g, device=g.device).to(dev) for n, g in zip(lens, gens)]
-    )
-    centers[:, 0] = xf[ar, first]
-    c0 = centers[:, :1]  # (B, 1, D)
-    closest = torch.baddbmm(c0.square().sum(-1).unsqueeze(1), xf, c0.transpose(1, 2), alpha=-2.0).squeeze(2)
-    closest.add_(x_sq).clamp_(min=0).mul_(mask)
-    x_sq_col = x_sq.unsqueeze(2)
-    maskf = mask.unsqueeze(2).to(xf.dtype)
-    last = torch.tensor(lens, device=dev).sub_(1).unsqueeze(1)
-    for c in range(1, k):
-        cums = torch.cumsum(closest, 1, dtype=torch.float64)  # (B, N)
-        u = torch.stack([_rand(n_trials, g, dev) for g in gens])  # (B, L)
-        targets = (1.0 - u) * cums[:, -1:]
-        cand = torch.searchsorted(cums, targets)
-        cand = torch.minimum(cand, last)
-        cand_x = torch.gather(xf, 1, cand.unsqueeze(2).expand(b, n_trials, d))  # (B, L, D)
-        dc = torch.baddbmm(cand_x.square().sum(-1).unsqueeze(1), xf, cand_x.transpose(1, 2), alpha=-2.0)
-        dc.add_(x_sq_col).clamp_(min=0)
-        torch.minimum(dc, closest.unsqueeze(2), out=dc)
-        dc.mul_(maskf)
-        best = torch.argmin(dc.sum(1, dtype=torch.float64), dim=1)  # (B,)
-        centers[:, c] = cand_x[ar, best]
-        closest = dc[ar, :, best]
-    return centers
+    idx = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens)
+    return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))
 
 
 def _random_init_batched(xf: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator]) -> torch.Tensor:
@@ -282,15 +255,17 @@ def kmeans_batched(
     xf = x.to(compute_dtype(x.dtype))
     if not bool(mask.all()):
         xf = torch.where(mask.unsqueeze(2), xf, torch.zeros((), dtype=xf.dtype, device=dev))  # padded rows: 0
-    if not bool(torch.isfinite(xf).all()):
+    # cheap screen first (a NaN/inf makes its row sum non-finite), exact check only if it fails
+    if not bool(torch.isfinite(xf.sum(dim=2)).all()) and not bool(torch.isfinite(xf).all()):
         raise ValueError("x contains NaN or inf values in its real rows")
-    x_sq = xf.square().sum(-1)  # (B, N)
+    x_sq = torch.linalg.vector_norm(xf, dim=2).square_()  # (B, N), no (B, N, D) temporary
     # per-problem scale of the tolerance: mean feature variance over the real rows
     lens_t = torch.tensor(lens, device=dev, dtype=torch.float64)
-    mean = xf.sum(1, dtype=torch.float64) / lens_t.unsqueeze(1)
+    mean = xf.sum(1).double() / lens_t.unsqueeze(1)  # float32 sums: this only scales the tolerance
     second = x_sq.sum(1, dtype=torch.float64) / (lens_t * d)
     tol_abs = (tol * (second - mean.square().sum(1) / d).clamp_(min=0)).tolist()
 
+    gram = seeds = None
     if isinstance(init, torch.Tensor):
         if tuple(init.shape) != (b, k, d):
             raise ValueError(f"init tensor must have shape (B, K, D) = {(b, k, d)}, got {tuple(init.shape)}")
@@ -301,8 +276,13 @@ def kmeans_batched(
         centers = init.detach().to(xf.dtype).clone()
     elif init == "random":
         centers = _random_init_batched(xf, lens, k, gens)
+    elif init == "k-means++" and precision == "fp32" and choose_method(n_max, k, b) == "pairwise":
+        # small pools: the Gram matrix serves the seeding and then every Lloyd iteration
+        gram = gram_matrix(xf)
+        seeds = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, gram=gram)
+        centers = torch.gather(xf, 1, seeds.unsqueeze(2).expand(-1, -1, d))
     elif init == "k-means++":
-        centers = _kmeans_plusplus_batched(xf, x_sq, mask, lens, k, gens)
+        centers = _kmeans_plusplus_batched(xf, x_sq, lens, k, gens)
     elif init == "k-means++-sampled":
         centers = torch.stack(
             [_kmeans_plusplus_sampled(xf[i, :n], x_sq[i, :n], k, g) for i, (n, g) in enumerate(zip(lens, gens))]
@@ -312,6 +292,51 @@ def kmeans_batched(
             f"unknown init {init!r}; allowed: 'k-means++', 'k-means++-sampled', 'random' or a (B, K, D) tensor"
         )
 
+    rows = max(1, chunk_size // b)
+    fitted = None
+    if gram is not None:
+        fitted = _gram_fit(xf, x_sq, gram, seeds, mask, k, mi, tol_abs, rows)
+    if fitted is None:
+        fitted = _direct_fit(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size, precision)
+    out_centers, n_iter, converged = fitted
+    # final E-step in full precision: labels / inertia are those of the returned centroids
+    labels, dist = _nearest_batched(xf, x_sq, out_centers, rows)
+    labels = labels.masked_fill_(~mask, -1)
+    inertia = (dist * mask).sum(1, dtype=torch.float64).tolist()
+    return BatchedKMeansResult(
+        centroids=out_centers.to(x.dtype),
+        labels=labels,
+        inertia=[float(v) for v in inertia],
+        n_iter=n_iter,
+        converged=converged,
+        lengths=lens,
+    )
+
+
+def _gram_fit(
+    xf: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor, seeds: torch.Tensor, mask: torch.Tensor,
+    k: int, max_iter: int, tol_abs: list[float], rows: int,
+) -> tuple[torch.Tensor, list[int], list[bool]] | None:
+    """Lloyd on the Gram matrix from the seed rows (see :mod:`.gram_lloyd`); centroids formed at the end."""
+    b, n, _ = xf.shape
+    dots = torch.gather(gram, 2, seeds.unsqueeze(1).expand(-1, n, -1))  # x_i . seed_k, (B, N, K)
+    padded = not bool(mask.all())
+    out = gram_lloyd(gram, x_sq, dots, torch.gather(x_sq, 1, seeds), mask if padded else None, max_iter, tol_abs)
+    if out is None:
+        return None
+    members, n_iter, converged = out
+    sums, counts = _cluster_sums_batched(xf, members, mask, k, rows)
+    return sums / counts.clamp(min=1).unsqueeze(2).to(xf.dtype), n_iter, converged
+
+
+def _direct_fit(
+    xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
+    mi: int, tol_abs: list[float], chunk_size: int, precision: str,
+) -> tuple[torch.Tensor, list[int], list[bool]]:
+    """Lloyd with ``X C^T`` products; converged problems leave the batch."""
+    b = xf.shape[0]
+    dev = xf.device
+    rows = max(1, chunk_size // b)
     out_centers = centers.clone()
     n_iter = [0] * b
     converged = [False] * b
@@ -319,7 +344,6 @@ def kmeans_batched(
     wx, wsq, wmask, wc = xf, x_sq, mask, centers
     wtol = torch.tensor(tol_abs, dtype=torch.float64)
     prev_labels: torch.Tensor | None = None
-    rows = max(1, chunk_size // b)
     with matmul_precision(precision, dev):
         low = precision == "bf16" and dev.type == "cuda"
         lowp = _low_precision_copy(wx, wmask, lens, active) if low else None
@@ -360,18 +384,7 @@ def kmeans_batched(
             prev_labels = labels
         for j, pid in enumerate(active):  # max_iter reached
             out_centers[pid] = wc[j]
-        # final E-step in full precision: labels / inertia are those of the returned centroids
-    labels, dist = _nearest_batched(xf, x_sq, out_centers, rows)
-    labels = labels.masked_fill_(~mask, -1)
-    inertia = (dist * mask).sum(1, dtype=torch.float64).tolist()
-    return BatchedKMeansResult(
-        centroids=out_centers.to(x.dtype),
-        labels=labels,
-        inertia=[float(v) for v in inertia],
-        n_iter=n_iter,
-        converged=converged,
-        lengths=lens,
-    )
+    return out_centers, n_iter, converged
 
 
 def _low_precision_copy(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .distances import _check_chunk_size, _nearest, _row_sq_norms, compute_dtype
+from .seeding import choose_method, greedy_kmeans_plusplus
 
 __all__ = ["KMeansResult", "kmeans", "KMeans", "INIT_METHODS", "PRECISIONS", "matmul_precision"]
 
@@ -199,47 +200,17 @@ def _make_generator(generator: torch.Generator | None) -> torch.Generator:
 # --------------------------------------------------------------------------- #
 # initialisation
 # --------------------------------------------------------------------------- #
-def _rand(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Uniform [0, 1) float64 numbers drawn on the generator's device, moved to ``device``."""
-    return torch.rand(n, generator=gen, device=gen.device, dtype=torch.float64).to(device)
-
-
 def _random_init(xf: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     idx = torch.randperm(xf.shape[0], generator=gen, device=gen.device)[:k].to(xf.device)
     return xf.index_select(0, idx)
 
 
-def _kmeans_plusplus(xf: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    """Greedy k-means++ (as in scikit-learn): 2 + floor(log k) candidates per step.
-
-    Candidates are drawn with probability proportional to the squared distance
-    to the closest chosen centre; the one that lowers the potential most wins.
-    The loop is over the K centres only and never synchronises with the device.
-    """
-    n, d = xf.shape
-    n_trials = 2 + int(math.log(k))
-    centers = xf.new_empty((k, d))
-    first = torch.randint(n, (1,), generator=gen, device=gen.device).to(xf.device)
-    centers[0] = xf[first[0]]
-    c0 = centers[:1]
-    closest = torch.addmm(_row_sq_norms(c0).unsqueeze(0), xf, c0.t(), alpha=-2.0).squeeze(1)
-    closest.add_(x_sq).clamp_(min=0)
-    x_sq_col = x_sq.unsqueeze(1)
-    last = n - 1
-    for c in range(1, k):
-        cums = torch.cumsum(closest, 0, dtype=torch.float64)
-        # 1 - U in (0, 1]: a zero draw cannot select an already chosen (zero-weight) point.
-        targets = (1.0 - _rand(n_trials, gen, xf.device)) * cums[-1]
-        cand = torch.searchsorted(cums, targets).clamp_(max=last)
-        cand_x = xf.index_select(0, cand)
-        # (N, L) squared distances of every point to every candidate
-        dc = torch.addmm(_row_sq_norms(cand_x).unsqueeze(0), xf, cand_x.t(), alpha=-2.0)
-        dc.add_(x_sq_col).clamp_(min=0)
-        torch.minimum(dc, closest.unsqueeze(1), out=dc)
-        best = torch.argmin(dc.sum(0, dtype=torch.float64))
-        centers[c] = cand_x[best]
-        closest = dc[:, best]
-    return centers
+def _kmeans_plusplus(
+    xf: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator, method: str = "auto"
+) -> torch.Tensor:
+    """Greedy k-means++ centres ``(K, D)`` (see :mod:`.seeding`; ``method`` picks how distances are got)."""
+    idx = greedy_kmeans_plusplus(xf.unsqueeze(0), x_sq.unsqueeze(0), k, [gen], method=method)[0]
+    return xf.index_select(0, idx)
 
 
 def sampled_size(k: int) -> int:
@@ -362,7 +333,9 @@ def kmeans(
     init = _validate_init(init, x, k)
     gen = _make_generator(generator)
     precision = _validate_precision(precision)
-    if precision == "bf16" and x.device.type == "cuda":
+    small_pool = isinstance(init, str) and init == "k-means++" and precision == "fp32" and choose_method(x.shape[0], k) == "pairwise"
+    if small_pool or (precision == "bf16" and x.device.type == "cuda"):
+        # a batch of one: bf16 products, or the Gram-matrix path for small pools (see .gram_lloyd)
         from .batched import kmeans_batched
 
         res = kmeans_batched(

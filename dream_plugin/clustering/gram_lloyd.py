@@ -1,0 +1,145 @@
+"""Lloyd iterations on the Gram matrix, for pools small next to their feature size.
+
+Every centroid Lloyd produces is the mean of a set of points, so with ``G = X X^T`` at hand
+
+* ``x_i . c_k = (1/n_k) sum_{j in S_k} G[i, j]``: one row-sum of ``G`` per point and cluster,
+  i.e. an ``index_add`` of the rows of ``G`` by label (``N^2`` additions, no ``N x D x K`` product);
+* ``|c_k|^2 = (1/n_k) sum_{i in S_k} x_i . c_k``;
+* ``c_new . c_old`` (for the tolerance) the same way from the previous dot products.
+
+An iteration then costs ``O(N^2 + N K)`` instead of ``O(N D K)``. The seeding already builds ``G``
+when the pool is small (:mod:`.seeding`), so the iterations come almost for free. It is the same
+algorithm as :func:`.kmeans_batched`'s direct loop (assignment, mean update, empty clusters
+re-seeded on the farthest points, same stopping rules); only the rounding of the distances differs.
+Centroids are formed from ``X`` once, at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["gram_lloyd"]
+
+
+def _sum_rows_by_label(
+    m: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None, k: int
+) -> torch.Tensor:
+    """``out[b, c] = sum of rows m[b, i] with labels[b, i] == c`` (padded rows ignored): ``(B, K, M)``.
+
+    CPU: one sequential ``index_add_`` (deterministic). Accelerators: a fixed-order one-hot batched
+    product, since their ``index_add_`` uses float atomics whose order varies between runs.
+    """
+    b, n, width = m.shape
+    if m.device.type == "cpu":
+        flat = labels + torch.arange(b, device=m.device).unsqueeze(1) * k
+        if mask is not None:
+            flat = torch.where(mask, flat, torch.full_like(flat, b * k))  # padded rows -> discarded bin
+        out = m.new_zeros((b * k + 1, width)).index_add_(0, flat.reshape(-1), m.reshape(-1, width))
+        return out[: b * k].view(b, k, width)
+    onehot = labels.unsqueeze(2) == torch.arange(k, device=m.device)
+    if mask is not None:
+        onehot &= mask.unsqueeze(2)
+    return torch.bmm(onehot.to(m.dtype).transpose(1, 2), m)
+
+
+def _counts(labels: torch.Tensor, mask: torch.Tensor | None, k: int) -> torch.Tensor:
+    b = labels.shape[0]
+    flat = labels + torch.arange(b, device=labels.device).unsqueeze(1) * k
+    if mask is not None:
+        flat = torch.where(mask, flat, torch.full_like(flat, b * k))
+    return torch.bincount(flat.reshape(-1), minlength=b * k + 1)[: b * k].view(b, k)
+
+
+def _reseed_empty(
+    labels: torch.Tensor, min_dist: torch.Tensor, counts: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, bool]:
+    """Members for the mean update: each empty cluster takes one of the farthest points.
+
+    As in the direct loop: the ``e`` empty clusters of a problem take its ``e`` points farthest from
+    their centroids, which leave the clusters they came from. Returns ``(members, ok)``; ``ok`` is
+    False when a donor would be left empty (only possible with duplicate points), a case the
+    direct loop handles by keeping the donor's old position, which a set of members cannot express.
+    """
+    members = labels.clone()
+    empty = counts == 0
+    dist = min_dist if mask is None else min_dist.masked_fill(~mask, -1.0)
+    for j in empty.any(dim=1).nonzero().flatten().tolist():
+        ids = empty[j].nonzero().flatten()
+        far = torch.topk(dist[j], ids.numel(), largest=True, sorted=True).indices
+        donors = labels[j, far]
+        left = counts[j].clone()
+        left.index_add_(0, donors, torch.full_like(donors, -1))
+        if bool((left[donors] <= 0).any()):
+            return members, False
+        members[j, far] = ids
+    return members, True
+
+
+def gram_lloyd(
+    gram: torch.Tensor,
+    x_sq: torch.Tensor,
+    dots: torch.Tensor,
+    c_sq: torch.Tensor,
+    mask: torch.Tensor | None,
+    max_iter: int,
+    tol_abs: list[float],
+) -> tuple[torch.Tensor, list[int], list[bool]] | None:
+    """Run Lloyd from the starting dot products; return ``(members (B, N), n_iter, converged)``.
+
+    ``gram`` ``(B, N, N)``; ``x_sq`` ``(B, N)``; ``dots`` ``(B, N, K)`` = ``x_i . c_k`` and ``c_sq``
+    ``(B, K)`` for the starting centroids; ``mask`` ``(B, N)`` real rows (None: no padding).
+    The final centroids are the means of the rows of each problem grouped by ``members``.
+    Returns None when an empty cluster cannot be re-seeded as the direct loop would (see
+    :func:`_reseed_empty`); the caller then runs the direct loop.
+    """
+    b, n, k = dots.shape
+    n_iter = [0] * b
+    converged = [False] * b
+    done = torch.zeros(b, dtype=torch.bool)
+    members = torch.zeros((b, n), dtype=torch.long, device=gram.device)
+    prev_labels: torch.Tensor | None = None
+    tol_t = torch.tensor(tol_abs, dtype=torch.float64)
+    x_sq_col = x_sq.unsqueeze(2)
+    for it in range(max_iter):
+        dist = torch.add(x_sq_col + c_sq.unsqueeze(1), dots, alpha=-2.0)  # (B, N, K)
+        min_dist, labels = dist.min(dim=2)
+        min_dist.clamp_(min=0)
+        counts = _counts(labels, mask, k)
+        has_empty = (counts == 0).any(dim=1)
+        new_members, ok = _reseed_empty(labels, min_dist, counts, mask) if bool(has_empty.any()) else (labels, True)
+        if not ok:
+            return None
+        if has_empty.any():
+            counts = _counts(new_members, mask, k)
+        inv = 1.0 / counts.clamp(min=1).to(gram.dtype)  # (B, K)
+        # new dot products: rows of G summed by cluster (G is symmetric), over the cluster's size
+        new_dots = _sum_rows_by_label(gram, new_members, mask, k).mul_(inv.unsqueeze(2)).transpose(1, 2)
+        # |c_new|^2 and c_new . c_old: means over each cluster's members of the (new / old) dot products
+        pick_new = torch.gather(new_dots, 2, new_members.unsqueeze(2)).squeeze(2)
+        pick_old = torch.gather(dots, 2, new_members.unsqueeze(2)).squeeze(2)
+        both = torch.stack((pick_new, pick_old), dim=2)  # (B, N, 2)
+        sums = _sum_rows_by_label(both, new_members, mask, k).mul_(inv.unsqueeze(2))  # (B, K, 2)
+        new_c_sq, cross = sums[..., 0], sums[..., 1]
+        shift = (new_c_sq - 2.0 * cross + c_sq).clamp_(min=0).sum(1, dtype=torch.float64).cpu()
+        same = torch.zeros(b, dtype=torch.bool)
+        if prev_labels is not None:
+            same = (labels == prev_labels)
+            if mask is not None:
+                same |= ~mask
+            same = same.all(dim=1).cpu() & ~has_empty.cpu()
+        active = ~done
+        for j in active.nonzero().flatten().tolist():
+            n_iter[j] = it + 1
+        # a problem whose labels did not change keeps its (identical) centroids
+        keep_old = (same | done).to(gram.device)
+        members = torch.where(keep_old.unsqueeze(1), members, new_members)
+        dots = torch.where(keep_old.view(-1, 1, 1), dots, new_dots)
+        c_sq = torch.where(keep_old.unsqueeze(1), c_sq, new_c_sq)
+        finished = active & (same | (shift <= tol_t))
+        for j in finished.nonzero().flatten().tolist():
+            converged[j] = True
+        done |= finished
+        if bool(done.all()):
+            break
+        prev_labels = labels
+    return members, n_iter, converged

@@ -1,0 +1,141 @@
+"""Greedy k-means++ seeding, for one problem or a padded batch of problems.
+
+The seeding is sequential: each of the K steps draws ``2 + floor(ln K)`` candidates with
+probability proportional to the squared distance to the closest centre chosen so far, and keeps
+the one that lowers the potential most (scikit-learn's greedy variant). Each step needs the
+squared distances from every point to its candidates. Two ways to get them, same algorithm:
+
+* ``'direct'``: one skinny matrix product ``candidates @ x^T`` per step. It reads all of ``x``
+  K times, so on large pools the seeding is bound by memory bandwidth.
+* ``'pairwise'``: the Gram matrix ``X X^T`` once (one large, efficient matrix product), then each
+  step only gathers ``L`` of its rows. It wins when the pool is small next to the
+  work of the steps (``N`` below a few times ``K * L``), and its memory is ``B * N^2`` floats.
+
+``'auto'`` picks by that cost model (see :func:`choose_method`). Both give the same choices up to
+floating-point rounding of the distances. All randomness comes from the problems' own
+``torch.Generator`` objects; global random state is never used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "SEEDING_METHODS", "PAIRWISE_MAX_ELEMENTS", "choose_method", "gram_matrix", "greedy_kmeans_plusplus", "n_trials_for",
+]
+
+#: Accepted values of ``method``.
+SEEDING_METHODS = ("auto", "direct", "pairwise")
+
+#: ``'auto'`` never builds a pairwise matrix with more elements than this (``B * N^2``; 2^25
+#: float32 elements are 128 MiB).
+PAIRWISE_MAX_ELEMENTS = 2**25
+
+#: A skinny ``(L, D) x (D, N)`` product runs at roughly a third of the speed of a large square
+#: one on the CPUs we measured (docs/benchmarks.md, "Selection speed"); the cost model uses it.
+_SKINNY_SLOWDOWN = 3.0
+
+
+def n_trials_for(k: int) -> int:
+    """Candidates per greedy step: ``2 + floor(ln K)``, as in scikit-learn."""
+    return 2 + int(math.log(k))
+
+
+def choose_method(n: int, k: int, batch: int = 1, method: str = "auto") -> str:
+    """Resolve ``method`` to ``'direct'`` or ``'pairwise'`` for ``batch`` problems of ``n`` rows.
+
+    ``'auto'`` chooses ``'pairwise'`` when its one ``N x N x D`` product costs less than the
+    K steps' ``N x D x L`` products (weighted by their lower speed) and the matrix stays under
+    :data:`PAIRWISE_MAX_ELEMENTS`. The feature dimension cancels out of the comparison.
+    """
+    if method not in SEEDING_METHODS:
+        raise ValueError(f"seeding method must be one of {', '.join(map(repr, SEEDING_METHODS))}, got {method!r}")
+    if method != "auto":
+        return method
+    if batch * n * n > PAIRWISE_MAX_ELEMENTS:
+        return "direct"
+    steps_work = _SKINNY_SLOWDOWN * (k - 1) * n_trials_for(k)
+    return "pairwise" if n < steps_work else "direct"
+
+
+def gram_matrix(xf: torch.Tensor) -> torch.Tensor:
+    """``X X^T`` per problem: ``(B, N, N)`` from ``(B, N, D)`` (padded rows are zero, so are theirs)."""
+    return torch.bmm(xf, xf.transpose(1, 2))
+
+
+def _rand(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) float64 numbers drawn on the generator's device, moved to ``device``."""
+    return torch.rand(shape, generator=gen, device=gen.device, dtype=torch.float64).to(device)
+
+
+def greedy_kmeans_plusplus(
+    xf: torch.Tensor,
+    x_sq: torch.Tensor,
+    k: int,
+    gens: Sequence[torch.Generator],
+    lens: Sequence[int] | None = None,
+    method: str = "auto",
+    gram: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Row indices ``(B, K)`` of greedy k-means++ seeds for the padded problems ``xf`` ``(B, N, D)``.
+
+    ``x_sq`` holds the squared row norms ``(B, N)``; problem ``b`` owns rows ``[0, lens[b])`` (all
+    rows when ``lens`` is None), padded rows are never drawn and never count in the potential.
+    Problem ``b`` draws its numbers from ``gens[b]``: first the index of the first seed, then all
+    ``(K - 1) * L`` uniforms of the later steps in one call, so a problem makes the same choices
+    alone or in a batch (up to rounding of the batched products). ``gram``: the problems' ``X X^T``
+    ``(B, N, N)`` if the caller has it (then the pairwise path is taken), see :func:`gram_matrix`.
+    """
+    b, n, _ = xf.shape
+    dev = xf.device
+    lens = [n] * b if lens is None else list(lens)
+    n_trials = n_trials_for(k)
+    first = torch.cat([torch.randint(m, (1,), generator=g, device=g.device).to(dev) for m, g in zip(lens, gens)])
+    if k > 1:
+        u = torch.stack([_rand((k - 1, n_trials), g, dev) for g in gens], dim=1)  # (K-1, B, L)
+        weights = (1.0 - u)  # in (0, 1]: a zero draw cannot select a zero-weight (chosen) point
+    padded = any(m < n for m in lens)
+    mask = (torch.arange(n, device=dev).unsqueeze(0) < torch.tensor(lens, device=dev).unsqueeze(1)) if padded else None
+    last = torch.tensor(lens, device=dev).sub_(1).unsqueeze(1)  # (B, 1)
+
+    if gram is not None or choose_method(n, k, b, method) == "pairwise":
+        g = gram if gram is not None else gram_matrix(xf)
+        x_sq_row = x_sq.unsqueeze(1)
+        flat_g = g.reshape(b * n, n)
+        offsets = (torch.arange(b, device=dev) * n).unsqueeze(1)
+
+        def rows(idx: torch.Tensor) -> torch.Tensor:  # idx (B, L) -> squared distances (B, L, N)
+            picked = flat_g.index_select(0, (idx + offsets).reshape(-1)).view(b, -1, n)
+            out = torch.add(x_sq_row + torch.gather(x_sq, 1, idx).unsqueeze(2), picked, alpha=-2.0)
+            return out.clamp_(min=0)
+    else:
+        x_t = xf.transpose(1, 2)
+        x_sq_row = x_sq.unsqueeze(1)
+
+        def rows(idx: torch.Tensor) -> torch.Tensor:
+            cand = torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))  # (B, L, D)
+            out = torch.baddbmm(x_sq_row, cand, x_t, alpha=-2.0)
+            return out.add_(torch.gather(x_sq, 1, idx).unsqueeze(2)).clamp_(min=0)
+
+    chosen = torch.empty((b, k), dtype=torch.long, device=dev)
+    chosen[:, 0] = first
+    closest = rows(first.unsqueeze(1))[:, 0]  # (B, N)
+    if mask is not None:
+        closest.mul_(mask)
+        maskf = mask.unsqueeze(1).to(xf.dtype)
+    ar = torch.arange(b, device=dev)
+    for c in range(1, k):
+        cums = torch.cumsum(closest, 1, dtype=torch.float64)  # (B, N)
+        cand = torch.searchsorted(cums, weights[c - 1] * cums[:, -1:])
+        cand = torch.minimum(cand, last)  # guards the top end against rounding
+        dc = rows(cand)  # (B, L, N)
+        torch.minimum(dc, closest.unsqueeze(1), out=dc)
+        if mask is not None:
+            dc.mul_(maskf)
+        best = torch.argmin(dc.sum(2, dtype=torch.float64), dim=1)  # (B,)
+        chosen[:, c] = cand[ar, best]
+        closest = dc[ar, best]
+    return chosen

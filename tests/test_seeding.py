@@ -1,0 +1,79 @@
+"""Greedy k-means++ seeding: the pairwise and direct distance paths, padding, and the cost model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import gen
+from dream_plugin.clustering import kmeans, kmeans_batched, pad_problems
+from dream_plugin.clustering.distances import _row_sq_norms
+from dream_plugin.clustering.seeding import (
+    PAIRWISE_MAX_ELEMENTS,
+    choose_method,
+    greedy_kmeans_plusplus,
+    n_trials_for,
+)
+
+
+def _seeds(x: torch.Tensor, k: int, method: str, seed: int = 0) -> torch.Tensor:
+    return greedy_kmeans_plusplus(x[None], _row_sq_norms(x)[None], k, [gen(seed)], method=method)[0]
+
+
+@pytest.mark.parametrize(("n", "d", "k"), [(60, 5, 1), (60, 5, 7), (200, 32, 20), (150, 300, 40)])
+def test_pairwise_and_direct_make_the_same_choices(n, d, k, one_thread):
+    x = torch.randn(n, d, generator=gen(n + d + k))
+    direct, pairwise = _seeds(x, k, "direct"), _seeds(x, k, "pairwise")
+    assert torch.equal(direct, pairwise)
+    assert direct.unique().numel() == k  # distinct rows: a chosen point has zero weight
+
+
+def test_seeds_cover_well_separated_groups(blobs):
+    x, y = blobs
+    for method in ("direct", "pairwise"):
+        idx = _seeds(x, 5, method, seed=3)
+        assert sorted(y[idx.numpy()].tolist()) == [0, 1, 2, 3, 4], method
+
+
+def test_same_generator_state_same_seeds_and_other_state_other_seeds():
+    x = torch.randn(300, 8, generator=gen(1))
+    assert torch.equal(_seeds(x, 10, "auto", seed=5), _seeds(x, 10, "auto", seed=5))
+    assert not torch.equal(_seeds(x, 10, "auto", seed=5), _seeds(x, 10, "auto", seed=6))
+
+
+@pytest.mark.parametrize("method", ["direct", "pairwise"])
+def test_a_padded_batch_makes_each_problem_s_own_choices(method):
+    xs = [torch.randn(n, 6, generator=gen(n)) for n in (40, 25, 33)]
+    xb, lens = pad_problems(xs)
+    xb_sq = _row_sq_norms(xb.reshape(-1, 6)).view(3, -1)
+    batched = greedy_kmeans_plusplus(xb, xb_sq, 9, [gen(10 + i) for i in range(3)], lens.tolist(), method=method)
+    for i, x in enumerate(xs):
+        alone = _seeds(x, 9, method, seed=10 + i)
+        assert torch.equal(batched[i], alone)
+        assert int(batched[i].max()) < x.shape[0]  # padded rows are never drawn
+
+
+def test_kmeans_and_kmeans_batched_agree_on_small_pools_where_pairwise_is_chosen():
+    assert choose_method(100, 16) == "pairwise"
+    xs = [torch.randn(100, 20, generator=gen(i)) for i in range(2)]
+    xb, lens = pad_problems(xs)
+    res = kmeans_batched(xb, 16, lengths=lens, generators=[gen(7), gen(8)])
+    for i, x in enumerate(xs):
+        single = kmeans(x, 16, generator=gen(7 + i))
+        assert res.inertia[i] == pytest.approx(single.inertia, rel=1e-5)
+
+
+def test_cost_model_prefers_pairwise_for_small_pools_and_direct_for_large_or_few_clusters():
+    assert n_trials_for(1) == 2 and n_trials_for(128) == 6
+    assert choose_method(400, 128) == "pairwise"  # N x N is cheap next to 127 steps x 6 candidates
+    assert choose_method(400, 10) == "direct"  # 9 steps x 4 candidates: less work than N x N
+    assert choose_method(5000, 64) == "direct"
+    big = int(PAIRWISE_MAX_ELEMENTS**0.5) + 1
+    assert choose_method(big, 100_000) == "direct"  # memory cap wins over the cost model
+    assert choose_method(100, 16, batch=10_000) == "direct"
+    assert choose_method(5000, 4, method="pairwise") == "pairwise"  # an explicit choice is kept
+
+
+def test_unknown_method_is_refused_with_the_allowed_values():
+    with pytest.raises(ValueError, match=r"seeding method must be one of 'auto', 'direct', 'pairwise', got 'gram'"):
+        choose_method(10, 2, method="gram")
