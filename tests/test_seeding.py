@@ -41,7 +41,7 @@ def test_same_generator_state_same_seeds_and_other_state_other_seeds():
     assert not torch.equal(_seeds(x, 10, "auto", seed=5), _seeds(x, 10, "auto", seed=6))
 
 
-@pytest.mark.parametrize("method", ["direct", "pairwise"])
+@pytest.mark.parametrize("method", ["direct", "pairwise", "blocked"])
 def test_a_padded_batch_makes_each_problem_s_own_choices(method):
     xs = [torch.randn(n, 6, generator=gen(n)) for n in (40, 25, 33)]
     xb, lens = pad_problems(xs)
@@ -63,17 +63,51 @@ def test_kmeans_and_kmeans_batched_agree_on_small_pools_where_pairwise_is_chosen
         assert res.inertia[i] == pytest.approx(single.inertia, rel=1e-5)
 
 
-def test_cost_model_prefers_pairwise_for_small_pools_and_direct_for_large_or_few_clusters():
+def test_cost_model_prefers_pairwise_for_small_pools_and_blocked_for_large_pools_on_cpu():
     assert n_trials_for(1) == 2 and n_trials_for(128) == 6
     assert choose_method(400, 128) == "pairwise"  # N x N is cheap next to 127 steps x 6 candidates
-    assert choose_method(400, 10) == "direct"  # 9 steps x 4 candidates: less work than N x N
-    assert choose_method(5000, 64) == "direct"
+    assert choose_method(400, 10) == "blocked"  # 9 steps x 4 candidates: less work than N x N
+    assert choose_method(5000, 64) == "blocked"
+    assert choose_method(5000, 64, device_type="cuda") == "direct"  # no host syncs on accelerators
     big = int(PAIRWISE_MAX_ELEMENTS**0.5) + 1
-    assert choose_method(big, 100_000) == "direct"  # memory cap wins over the cost model
-    assert choose_method(100, 16, batch=10_000) == "direct"
+    assert choose_method(big, 100_000) == "blocked"  # memory cap wins over the cost model
+    assert choose_method(100, 16, batch=10_000) == "blocked"
     assert choose_method(5000, 4, method="pairwise") == "pairwise"  # an explicit choice is kept
 
 
 def test_unknown_method_is_refused_with_the_allowed_values():
-    with pytest.raises(ValueError, match=r"seeding method must be one of 'auto', 'direct', 'pairwise', got 'gram'"):
+    with pytest.raises(ValueError, match=r"must be one of 'auto', 'direct', 'pairwise', 'blocked', got 'gram'"):
         choose_method(10, 2, method="gram")
+
+
+@pytest.mark.parametrize("k", [2, 9, 40])
+def test_blocked_seeds_are_distinct_real_rows(k):
+    x = torch.randn(300, 16, generator=gen(k))
+    idx = _seeds(x, k, "blocked")
+    assert idx.unique().numel() == k and int(idx.max()) < 300
+
+
+def test_blocked_rejection_draws_from_the_same_distribution_as_direct():
+    # 1-D points at very different distances; K=3 uses a block proposed for two steps, so the
+    # second step's candidates go through the rejection test. Compare the distribution of the
+    # chosen sets over many seeds (total variation distance).
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0], [15.0], [31.0]])
+    runs = 1500
+
+    def freq(method):
+        counts = {}
+        for s in range(runs):
+            key = tuple(sorted(_seeds(x, 3, method, seed=s).tolist()))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    a, b = freq("direct"), freq("blocked")
+    tv = 0.5 * sum(abs(a.get(key, 0) - b.get(key, 0)) for key in set(a) | set(b)) / runs
+    assert len(a) > 3  # several outcomes are likely: the test can tell distributions apart
+    assert tv < 0.06, (tv, a, b)
+
+
+def test_blocked_handles_pools_whose_weights_all_vanish():
+    x = torch.zeros(50, 4)  # every point coincides: after the first seed every weight is 0
+    idx = _seeds(x, 5, "blocked")
+    assert idx.numel() == 5 and int(idx.max()) < 50

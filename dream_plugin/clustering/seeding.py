@@ -3,17 +3,24 @@
 The seeding is sequential: each of the K steps draws ``2 + floor(ln K)`` candidates with
 probability proportional to the squared distance to the closest centre chosen so far, and keeps
 the one that lowers the potential most (scikit-learn's greedy variant). Each step needs the
-squared distances from every point to its candidates. Two ways to get them, same algorithm:
+squared distances from every point to its candidates. Three ways to get them:
 
 * ``'direct'``: one skinny matrix product ``candidates @ x^T`` per step. It reads all of ``x``
   K times, so on large pools the seeding is bound by memory bandwidth.
 * ``'pairwise'``: the Gram matrix ``X X^T`` once (one large, efficient matrix product), then each
   step only gathers ``L`` of its rows. It wins when the pool is small next to the
   work of the steps (``N`` below a few times ``K * L``), and its memory is ``B * N^2`` floats.
+* ``'blocked'``: candidates are proposed up to :data:`BLOCK` at a time from the weights of the
+  moment, their distance rows computed in one efficient product, and each step takes its ``L``
+  candidates from that block by rejection sampling: a proposal drawn with the older weight
+  ``w_ref`` is accepted with probability ``w_now / w_ref`` (weights only shrink as centres are
+  added), so accepted candidates follow exactly the current k-means++ distribution. Large pools
+  on the CPU: the product runs near peak speed instead of re-reading ``x`` every step.
 
-``'auto'`` picks by that cost model (see :func:`choose_method`). Both give the same choices up to
-floating-point rounding of the distances. All randomness comes from the problems' own
-``torch.Generator`` objects; global random state is never used.
+``'direct'`` and ``'pairwise'`` make the same choices for the same generator state, up to
+floating-point rounding; ``'blocked'`` draws from the same distribution with a different use of
+the random stream. ``'auto'`` picks by a cost model (see :func:`choose_method`). All randomness
+comes from the problems' own ``torch.Generator`` objects; global random state is never used.
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
-    "SEEDING_METHODS", "PAIRWISE_MAX_ELEMENTS", "choose_method", "gram_matrix", "greedy_kmeans_plusplus", "n_trials_for",
+    "BLOCK", "SEEDING_METHODS", "PAIRWISE_MAX_ELEMENTS", "choose_method", "gram_matrix", "greedy_kmeans_plusplus", "n_trials_for",
 ]
 
 #: Accepted values of ``method``.
-SEEDING_METHODS = ("auto", "direct", "pairwise")
+SEEDING_METHODS = ("auto", "direct", "pairwise", "blocked")
+
+#: Most candidates ``'blocked'`` proposes at once (fewer when fewer steps remain).
+BLOCK = 128
 
 #: ``'auto'`` never builds a pairwise matrix with more elements than this (``B * N^2``; 2^25
 #: float32 elements are 128 MiB).
@@ -44,21 +54,23 @@ def n_trials_for(k: int) -> int:
     return 2 + int(math.log(k))
 
 
-def choose_method(n: int, k: int, batch: int = 1, method: str = "auto") -> str:
-    """Resolve ``method`` to ``'direct'`` or ``'pairwise'`` for ``batch`` problems of ``n`` rows.
+def choose_method(n: int, k: int, batch: int = 1, method: str = "auto", device_type: str = "cpu") -> str:
+    """Resolve ``method`` to ``'direct'``, ``'pairwise'`` or ``'blocked'`` for ``batch`` problems of ``n`` rows.
 
     ``'auto'`` chooses ``'pairwise'`` when its one ``N x N x D`` product costs less than the
     K steps' ``N x D x L`` products (weighted by their lower speed) and the matrix stays under
-    :data:`PAIRWISE_MAX_ELEMENTS`. The feature dimension cancels out of the comparison.
+    :data:`PAIRWISE_MAX_ELEMENTS` (the feature dimension cancels out of the comparison);
+    otherwise ``'blocked'`` on the CPU and ``'direct'`` on accelerators, where the rejection
+    step's host synchronisations would stall the device.
     """
     if method not in SEEDING_METHODS:
         raise ValueError(f"seeding method must be one of {', '.join(map(repr, SEEDING_METHODS))}, got {method!r}")
     if method != "auto":
         return method
-    if batch * n * n > PAIRWISE_MAX_ELEMENTS:
-        return "direct"
     steps_work = _SKINNY_SLOWDOWN * (k - 1) * n_trials_for(k)
-    return "pairwise" if n < steps_work else "direct"
+    if batch * n * n <= PAIRWISE_MAX_ELEMENTS and n < steps_work:
+        return "pairwise"
+    return "blocked" if device_type == "cpu" else "direct"
 
 
 def gram_matrix(xf: torch.Tensor) -> torch.Tensor:
@@ -93,6 +105,11 @@ def greedy_kmeans_plusplus(
     dev = xf.device
     lens = [n] * b if lens is None else list(lens)
     n_trials = n_trials_for(k)
+    if gram is None and choose_method(n, k, b, method, dev.type) == "blocked":
+        out = torch.empty((b, k), dtype=torch.long, device=dev)
+        for i, (m, g) in enumerate(zip(lens, gens)):  # rejection is per problem: one at a time
+            out[i] = _blocked_one(xf[i, :m], x_sq[i, :m], k, n_trials, g)
+        return out
     first = torch.cat([torch.randint(m, (1,), generator=g, device=g.device).to(dev) for m, g in zip(lens, gens)])
     if k > 1:
         u = torch.stack([_rand((k - 1, n_trials), g, dev) for g in gens], dim=1)  # (K-1, B, L)
@@ -101,7 +118,7 @@ def greedy_kmeans_plusplus(
     mask = (torch.arange(n, device=dev).unsqueeze(0) < torch.tensor(lens, device=dev).unsqueeze(1)) if padded else None
     last = torch.tensor(lens, device=dev).sub_(1).unsqueeze(1)  # (B, 1)
 
-    if gram is not None or choose_method(n, k, b, method) == "pairwise":
+    if gram is not None or choose_method(n, k, b, method, dev.type) == "pairwise":
         g = gram if gram is not None else gram_matrix(xf)
         x_sq_row = x_sq.unsqueeze(1)
         flat_g = g.reshape(b * n, n)
@@ -138,4 +155,52 @@ def greedy_kmeans_plusplus(
         best = torch.argmin(dc.sum(2, dtype=torch.float64), dim=1)  # (B,)
         chosen[:, c] = cand[ar, best]
         closest = dc[ar, best]
+    return chosen
+
+
+def _blocked_one(x: torch.Tensor, x_sq: torch.Tensor, k: int, n_trials: int, gen: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ seeds ``(K,)`` of one problem by blocked proposals and rejection (see module doc)."""
+    n = x.shape[0]
+    dev = x.device
+    first = torch.randint(n, (1,), generator=gen, device=gen.device).to(dev)
+    chosen = torch.empty(k, dtype=torch.long, device=dev)
+    chosen[0] = first[0]
+    x_t = x.t()
+    x_sq_row = x_sq.unsqueeze(0)
+
+    def rows(idx: torch.Tensor) -> torch.Tensor:  # squared distances of the rows idx to every point
+        out = torch.addmm(x_sq_row, x.index_select(0, idx), x_t, alpha=-2.0)
+        return out.add_(x_sq.index_select(0, idx).unsqueeze(1)).clamp_(min=0)
+
+    closest = rows(first)[0]
+    last = n - 1
+    buf_idx = torch.empty(0, dtype=torch.long, device=dev)
+    buf_w = buf_rows = closest.new_empty(0)
+    for c in range(1, k):
+        taken_idx, taken_rows = [], []
+        need = n_trials
+        while need:
+            if buf_idx.numel() == 0:  # a new block, drawn with the weights of this moment
+                cums = torch.cumsum(closest, 0, dtype=torch.float64)
+                size = min(BLOCK, max(need, (k - c) * n_trials))
+                u = 1.0 - _rand((size,), gen, dev)  # (0, 1]: zero-weight points are never proposed
+                buf_idx = torch.searchsorted(cums, u * cums[-1]).clamp_(max=last)
+                buf_w = closest.index_select(0, buf_idx)
+                buf_rows = rows(buf_idx)
+            u = _rand((buf_idx.numel(),), gen, dev)
+            w_now = closest.index_select(0, buf_idx)
+            # accept with probability w_now / w_ref; a zero w_ref only happens when every weight is 0
+            ok = ((u * buf_w) < w_now) | (buf_w == 0)
+            pos = ok.nonzero().flatten()
+            take = pos[:need]
+            cut = int(take[-1]) + 1 if take.numel() == need else buf_idx.numel()
+            taken_idx.append(buf_idx.index_select(0, take))
+            taken_rows.append(buf_rows.index_select(0, take))
+            need -= take.numel()
+            buf_idx, buf_w, buf_rows = buf_idx[cut:], buf_w[cut:], buf_rows[cut:]
+        cand = torch.cat(taken_idx)
+        dc = torch.minimum(torch.cat(taken_rows), closest.unsqueeze(0))
+        best = torch.argmin(dc.sum(1, dtype=torch.float64))
+        chosen[c] = cand[best]
+        closest = dc[best]
     return chosen
