@@ -217,6 +217,44 @@ def section_engine(args) -> list[dict]:
     return rows
 
 
+def section_seeding(args) -> list[dict]:
+    """The three ways the greedy k-means++ seeding gets its distances, on the engine's data sets."""
+    from dream_plugin.clustering.seeding import SEEDING_METHODS, choose_method, greedy_kmeans_plusplus
+
+    print(f"\n## k-means++ seeding: direct vs pairwise vs blocked ({load()})")
+    g = torch.Generator().manual_seed(0)
+    n, d, ks = (2000, 256, (10, 64)) if args.quick else (5000, 2048, (10, 64, 128))
+    feats, _, _ = mnist_embeddings()
+    sets = {
+        f"mnist-convnet class 0 ({feats[0].shape[0]}x{feats[0].shape[1]})": feats[0],
+        f"random-normal ({n}x{d})": torch.randn(n, d, generator=g),
+        f"blobs, 100 centres ({n}x{d})": blobs(n, d, 100, g),
+    }
+    methods = [m for m in SEEDING_METHODS if m != "auto"]
+    rows = []
+    print("| data | K | auto picks | " + " | ".join(f"{m}: median s / mean potential" for m in methods) + " |")
+    print("|---|---:|---|" + "---|" * len(methods))
+    for dname, x in sets.items():
+        x_sq = _row_sq_norms(x)
+        for k in ks:
+            pots: dict[str, list[float]] = {m: [] for m in methods}
+
+            def runner(m):
+                def run(seed):
+                    idx = greedy_kmeans_plusplus(x[None], x_sq[None], k, [torch.Generator().manual_seed(seed)], method=m)[0]
+                    pots[m].append(inertia64(x, x[idx]))
+                return run
+
+            t = bench({m: runner(m) for m in methods}, args.repeats)
+            cells = [f"{statistics.median(t[m]):.4f} / {statistics.mean(pots[m]):.5g}" for m in methods]
+            print(f"| {dname} | {k} | {choose_method(x.shape[0], k)} | " + " | ".join(cells) + " |")
+            for m in methods:
+                rows.append({"data": dname, "K": k, "method": m, "seconds": statistics.median(t[m]),
+                             "mean_potential": statistics.mean(pots[m])})
+            sys.stdout.flush()
+    return rows
+
+
 # --------------------------------------------------------------------------- selection helpers
 def make_selector(strategy: str = "dream", **dream_options):
     from dream_plugin.config import Settings
@@ -415,14 +453,17 @@ def section_memory(args) -> list[dict]:
     return rows
 
 
-SECTIONS = {"engine": section_engine, "floor": section_floor, "dc": section_dc, "memory": section_memory}
+SECTIONS = {
+    "engine": section_engine, "seeding": section_seeding, "floor": section_floor, "dc": section_dc,
+    "memory": section_memory,
+}
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     p.add_argument("--repeats", type=int, default=None, help="repeats per contender (default 3; quick: 1)")
-    p.add_argument("--sections", default="engine,floor,dc,memory")
+    p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--threads", type=int, default=None, help="threads for every contender (default: torch's)")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from .clustering.backends import BACKEND_NAMES
+from .clustering.seeding import SEEDING_METHODS
 from .strategies.dream import KMeansOptions
 
 FORMAT = "dream-plugin-picks"
@@ -257,7 +258,7 @@ def _cluster_class(feats: torch.Tensor, c: int, ks: tuple[int, ...], seed: int, 
             raise ValueError(f"class {c} has {feats.shape[0]} items, fewer than K={k}; use K <= {feats.shape[0]}")
         gen = torch.Generator(device=feats.device).manual_seed(derive_seed(seed, "precompute", c, k))
         res = run_kmeans(feats, k, backend=km.backend, max_iter=km.max_iter, tol=km.tol, init=km.init, generator=gen,
-                         chunk_size=km.chunk_size)
+                         chunk_size=km.chunk_size, precision=km.precision, seeding=km.seeding)
         pos, _ = nearest_unique(feats, res.centroids, chunk_size=km.chunk_size)
         out["picks"][k] = pos.to("cpu", torch.int64)
         if keep_centroids:
@@ -558,7 +559,7 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads: {args.threads} is not allowed; expected an integer >= 1")
         torch.set_num_threads(args.threads)
-    km = KMeansOptions(max_iter=args.max_iter, tol=args.tol, backend=args.backend)
+    km = KMeansOptions(max_iter=args.max_iter, tol=args.tol, backend=args.backend, seeding=args.seeding)
     common = dict(seed=args.kmeans_seed, kmeans=km, save_centroids=not args.no_centroids, restart=args.restart,
                   progress=not args.no_progress)
     if args.synthetic and args.dataset:
@@ -610,6 +611,8 @@ def add_precompute_parser(sub: Any) -> None:
     km.add_argument("--max-iter", type=int, default=100)
     km.add_argument("--tol", type=float, default=1e-4)
     km.add_argument("--backend", default="torch", choices=list(BACKEND_NAMES))
+    km.add_argument("--seeding", default="auto", choices=list(SEEDING_METHODS),
+                    help="how k-means++ gets its distances (torch backend; see docs/benchmarks.md)")
     km.add_argument("--kmeans-seed", type=int, default=0)
     p.add_argument("--no-centroids", action="store_true", help="do not store the centroids (smaller file)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run of a different job")

@@ -111,3 +111,48 @@ def test_blocked_handles_pools_whose_weights_all_vanish():
     x = torch.zeros(50, 4)  # every point coincides: after the first seed every weight is 0
     idx = _seeds(x, 5, "blocked")
     assert idx.numel() == 5 and int(idx.max()) < 50
+
+
+def test_the_seeding_option_is_validated_everywhere_it_is_accepted():
+    from dream_plugin.clustering import run_kmeans
+    from dream_plugin.config import ConfigError
+    from dream_plugin.strategies.dream import KMeansOptions
+
+    x = torch.randn(50, 4, generator=gen(0))
+    with pytest.raises(ValueError, match="seeding method must be one of .* got 'gram'"):
+        kmeans(x, 3, seeding="gram")
+    with pytest.raises(ValueError, match="seeding method must be one of"):
+        kmeans_batched(x[None], 3, seeding="gram")
+    with pytest.raises(ValueError, match="seeding='direct' is only available with backend 'torch'"):
+        run_kmeans(x, 3, backend="sklearn", seeding="direct")
+    with pytest.raises(ConfigError, match="seeding: 'direct' needs backend 'torch'"):
+        KMeansOptions(seeding="direct", backend="sklearn")
+
+
+def test_pinned_direct_and_pairwise_seeding_give_the_same_clustering():
+    # 'direct' is what accelerators use by default: pinning it (or 'pairwise') gives the same
+    # result on every device, up to rounding
+    x = torch.randn(200, 32, generator=gen(4)) + 3 * torch.randint(0, 4, (200, 1), generator=gen(5))
+    a = kmeans(x, 40, generator=gen(1), seeding="direct")
+    b = kmeans(x, 40, generator=gen(1), seeding="pairwise")
+    assert torch.equal(a.labels, b.labels)
+    assert a.inertia == pytest.approx(b.inertia, rel=1e-5)
+
+
+def test_dream_strategy_takes_the_seeding_option_from_the_config(make_selector, tiny_pool, tiny_net):
+    from dream_plugin.config import ConfigError
+
+    pool = torch.arange(tiny_pool.shape[0])
+
+    def load(positions):
+        return tiny_pool[positions]
+
+    picks = {}
+    for method in ("direct", "blocked"):
+        sel = make_selector(options={"dream": {"kmeans": {"seeding": method}}})
+        picks[method] = sel.select(0, 3, pool, load, embed=tiny_net.embed, network=tiny_net)
+        assert sel.strategy("dream").options.kmeans.seeding == method
+    for p in picks.values():  # three well-separated groups: one pick in each, whatever the method
+        assert sorted((p // 20).tolist()) == [0, 1, 2]
+    with pytest.raises(ConfigError, match="seeding"):
+        make_selector(options={"dream": {"kmeans": {"seeding": "gram"}}})

@@ -218,6 +218,7 @@ def run_kmeans(
     seed: int | None = None,
     chunk_size: int = 4096,
     precision: str = "fp32",
+    seeding: str = "auto",
 ) -> KMeansResult:
     """Run k-means on ``x`` (N, D) with the chosen ``backend``; same result type for all.
 
@@ -243,10 +244,12 @@ def run_kmeans(
     if backend == "torch":
         return kmeans(
             x, n_clusters, max_iter=max_iter, tol=tol, init=init, generator=generator, chunk_size=chunk_size,
-            precision=precision,
+            precision=precision, seeding=seeding,
         )
     if precision != "fp32":
         raise ValueError(f"precision={precision!r} is only available with backend 'torch' (got {backend!r})")
+    if seeding != "auto":
+        raise ValueError(f"seeding={seeding!r} is only available with backend 'torch' (got {backend!r})")
     _import_backend(backend)  # fail early with the install hint, before any work
     x = _validate_x(x)
     k, max_iter, tol, chunk_size = _validate_common(x, n_clusters, max_iter, tol, chunk_size)

@@ -135,13 +135,13 @@ def _row_mask(lens: list[int], n_max: int, device: torch.device) -> torch.Tensor
 # seeding
 # --------------------------------------------------------------------------- #
 def _kmeans_plusplus_batched(
-    xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator]
+    xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator], method: str = "auto"
 ) -> torch.Tensor:
     """Greedy k-means++ centres ``(B, K, D)`` for every problem at once (same draws as one by one).
 
     Padded rows carry zero weight, so they are never drawn and never count in the potential.
     """
-    idx = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens)
+    idx = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, method=method)
     return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))
 
 
@@ -226,6 +226,7 @@ def kmeans_batched(
     generators: torch.Generator | Sequence[torch.Generator] | None = None,
     chunk_size: int = 4096,
     precision: str = "fp32",
+    seeding: str = "auto",
 ) -> BatchedKMeansResult:
     """k-means with ``n_clusters`` clusters for each of ``B`` padded problems ``x`` ``(B, N_max, D)``.
 
@@ -237,7 +238,8 @@ def kmeans_batched(
       (problems draw from it in turn) or None (nondeterministic).
     * Stopping, tolerance and empty-cluster handling are those of :func:`kmeans`, per problem.
     * ``chunk_size`` bounds the temporaries at about ``chunk_size * K`` elements (all problems
-      together); ``precision`` as in :func:`kmeans` (``'bf16'`` / ``'tf32'`` are GPU options).
+      together); ``precision`` and ``seeding`` as in :func:`kmeans` (``'bf16'`` / ``'tf32'`` are
+      GPU options).
     """
     x, lens, k, gens = _validate_batch(x, lengths, n_clusters, generators)
     mi = _as_int(max_iter, "max_iter")
@@ -249,6 +251,7 @@ def kmeans_batched(
     chunk_size = _check_chunk_size(chunk_size)
     precision = _validate_precision(precision)
     b, n_max, d = x.shape
+    method = choose_method(n_max, k, b, seeding, x.device.type)  # validates seeding
     dev = x.device
     x = x.detach()
     mask = _row_mask(lens, n_max, dev)
@@ -276,16 +279,16 @@ def kmeans_batched(
         centers = init.detach().to(xf.dtype).clone()
     elif init == "random":
         centers = _random_init_batched(xf, lens, k, gens)
-    elif init == "k-means++" and precision == "fp32" and choose_method(n_max, k, b) == "pairwise":
+    elif init == "k-means++" and precision == "fp32" and method == "pairwise":
         # small pools: the Gram matrix serves the seeding and then every Lloyd iteration
         gram = gram_matrix(xf)
         seeds = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, gram=gram)
         centers = torch.gather(xf, 1, seeds.unsqueeze(2).expand(-1, -1, d))
     elif init == "k-means++":
-        centers = _kmeans_plusplus_batched(xf, x_sq, lens, k, gens)
+        centers = _kmeans_plusplus_batched(xf, x_sq, lens, k, gens, method)
     elif init == "k-means++-sampled":
         centers = torch.stack(
-            [_kmeans_plusplus_sampled(xf[i, :n], x_sq[i, :n], k, g) for i, (n, g) in enumerate(zip(lens, gens))]
+            [_kmeans_plusplus_sampled(xf[i, :n], x_sq[i, :n], k, g, method) for i, (n, g) in enumerate(zip(lens, gens))]
         )
     else:
         raise ValueError(

@@ -218,22 +218,26 @@ def sampled_size(k: int) -> int:
     return max(20 * k, 1000)
 
 
-def _kmeans_plusplus_sampled(xf: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+def _kmeans_plusplus_sampled(
+    xf: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator, method: str = "auto"
+) -> torch.Tensor:
     """Greedy k-means++ on a random subsample of :func:`sampled_size` rows (all rows if fewer)."""
     n = xf.shape[0]
     m = sampled_size(k)
     if m >= n:
-        return _kmeans_plusplus(xf, x_sq, k, gen)
+        return _kmeans_plusplus(xf, x_sq, k, gen, method)
     idx = torch.randperm(n, generator=gen, device=gen.device)[:m].to(xf.device)
-    return _kmeans_plusplus(xf.index_select(0, idx), x_sq.index_select(0, idx), k, gen)
+    return _kmeans_plusplus(xf.index_select(0, idx), x_sq.index_select(0, idx), k, gen, method)
 
 
-def _seed(xf: torch.Tensor, x_sq: torch.Tensor, init: str, k: int, gen: torch.Generator) -> torch.Tensor:
+def _seed(
+    xf: torch.Tensor, x_sq: torch.Tensor, init: str, k: int, gen: torch.Generator, method: str = "auto"
+) -> torch.Tensor:
     if init == "random":
         return _random_init(xf, k, gen)
     if init == "k-means++-sampled":
-        return _kmeans_plusplus_sampled(xf, x_sq, k, gen)
-    return _kmeans_plusplus(xf, x_sq, k, gen)
+        return _kmeans_plusplus_sampled(xf, x_sq, k, gen, method)
+    return _kmeans_plusplus(xf, x_sq, k, gen, method)
 
 
 # --------------------------------------------------------------------------- #
@@ -309,6 +313,7 @@ def kmeans(
     generator: torch.Generator | None = None,
     chunk_size: int = 4096,
     precision: str = "fp32",
+    seeding: str = "auto",
 ) -> KMeansResult:
     """Cluster the rows of ``x`` (N, D) into ``n_clusters`` groups with Lloyd's algorithm.
 
@@ -317,6 +322,9 @@ def kmeans(
       on x's device (warm start).
     * ``precision``: ``'fp32'`` (default), or on CUDA ``'tf32'`` / ``'bf16'`` matrix products
       (see :data:`PRECISIONS`); the final labels and inertia are always float32.
+    * ``seeding``: how k-means++ gets its distances (:mod:`.seeding`): ``'auto'`` (default; by
+      pool size and device), ``'direct'``, ``'pairwise'`` (Gram matrix; Lloyd then runs on it too)
+      or ``'blocked'``. Pin one to get the same picks for a seed on CPU and GPU.
     * ``generator``: CPU (or x-device) ``torch.Generator`` that seeds the
       initialisation; same state gives the same result, ``None`` uses a fresh
       nondeterministic generator.  Global RNGs are never used.
@@ -333,7 +341,8 @@ def kmeans(
     init = _validate_init(init, x, k)
     gen = _make_generator(generator)
     precision = _validate_precision(precision)
-    small_pool = isinstance(init, str) and init == "k-means++" and precision == "fp32" and choose_method(x.shape[0], k) == "pairwise"
+    method = choose_method(x.shape[0], k, 1, seeding, x.device.type)  # validates seeding
+    small_pool = isinstance(init, str) and init == "k-means++" and precision == "fp32" and method == "pairwise"
     if small_pool or (precision == "bf16" and x.device.type == "cuda"):
         # a batch of one: bf16 products, or the Gram-matrix path for small pools (see .gram_lloyd)
         from .batched import kmeans_batched
@@ -341,7 +350,7 @@ def kmeans(
         res = kmeans_batched(
             x.unsqueeze(0), k, max_iter=max_iter, tol=tol,
             init=init.unsqueeze(0) if isinstance(init, torch.Tensor) else init,
-            generators=[gen], chunk_size=chunk_size, precision=precision,
+            generators=[gen], chunk_size=chunk_size, precision=precision, seeding=seeding,
         )
         return dataclasses.replace(res.result(0), backend="torch")
 
@@ -352,7 +361,7 @@ def kmeans(
     if isinstance(init, torch.Tensor):
         centers = init.detach().to(xf.dtype).clone()
     else:
-        centers = _seed(xf, x_sq, init, k, gen)
+        centers = _seed(xf, x_sq, init, k, gen, method)
 
     n = xf.shape[0]
     labels = torch.empty(n, dtype=torch.long, device=xf.device)

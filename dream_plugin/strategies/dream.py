@@ -44,6 +44,8 @@ class KMeansOptions:
     chunk_size: int = 4096
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     """Distance matmuls: fp32, or on CUDA tf32 / bf16 (torch backend; CPU always runs fp32)."""
+    seeding: Literal["auto", "direct", "pairwise", "blocked"] = "auto"
+    """How k-means++ gets its distances (torch backend); pin one for the same picks on CPU and GPU."""
 
     def __post_init__(self) -> None:
         if self.max_iter < 1:
@@ -56,6 +58,8 @@ class KMeansOptions:
             raise ConfigError(
                 f"precision: {self.precision!r} needs backend 'torch' (got backend {self.backend!r})"
             )
+        if self.seeding != "auto" and self.backend != "torch":
+            raise ConfigError(f"seeding: {self.seeding!r} needs backend 'torch' (got backend {self.backend!r})")
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,7 @@ class DreamStrategy(EmbeddingStrategy):
             res = kmeans_batched(
                 x, k, lengths=lengths, max_iter=opts.kmeans.max_iter, tol=opts.kmeans.tol, init=init,
                 generators=[m[1].request.generator for m in members], chunk_size=opts.kmeans.chunk_size,
-                precision=opts.kmeans.precision,
+                precision=opts.kmeans.precision, seeding=opts.kmeans.seeding,
             )
             shared = (time.perf_counter() - start) / len(members)
             for b, (i, plan, feats, secs, _) in enumerate(members):
@@ -270,6 +274,6 @@ class DreamStrategy(EmbeddingStrategy):
         result = run_kmeans(
             feats, plan.k, backend=opts.kmeans.backend, max_iter=opts.kmeans.max_iter, tol=opts.kmeans.tol,
             init=warm if warm is not None else opts.kmeans.init, generator=request.generator,
-            chunk_size=opts.kmeans.chunk_size, precision=opts.kmeans.precision,
+            chunk_size=opts.kmeans.chunk_size, precision=opts.kmeans.precision, seeding=opts.kmeans.seeding,
         )
         return self._finish(plan, feats, result, embed_seconds, start)
