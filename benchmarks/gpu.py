@@ -3,7 +3,8 @@
     python benchmarks/gpu.py                      # CUDA: 10 classes x 5,000 x 2,048, K=128
     python benchmarks/gpu.py --device cpu --quick # tiny sizes, runs anywhere (tested)
 
-Rows: ours fp32 / tf32 / bf16 (one class), ours batched over all classes (fp32, bf16),
+Rows: ours fp32 / tf32 / bf16 (one class), ours with the Gram-matrix path forced
+(``seeding='pairwise'``; 'auto' takes it for small pools), ours batched over all classes (fp32, bf16),
 fast-pytorch-kmeans as the official DREAM code runs it, faiss (if installed; CPU faiss on a CPU
 copy unless faiss has GPU support), and a full re-selection of every class (batched k-means +
 unique nearest picks from pre-computed embeddings; the embedding pass is timed separately with a
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         inert = inertia64(x0, r.centroids)
         ref_inertia = ref_inertia or inert
         add(f"ours {prec}, one class", t, inert)
+    # the Gram-matrix path (seeding and Lloyd on X X^T) that 'auto' picks for small pools
+    t, r = timed(lambda: kmeans(x0, k, generator=torch.Generator().manual_seed(0), seeding="pairwise"), dev, repeats)
+    add("ours fp32, seeding=pairwise (Gram path), one class", t, inertia64(x0, r.centroids))
 
     gens = lambda: [torch.Generator().manual_seed(i) for i in range(classes)]  # noqa: E731
     for prec in ("fp32", "bf16"):

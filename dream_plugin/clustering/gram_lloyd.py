@@ -22,15 +22,18 @@ __all__ = ["gram_lloyd"]
 
 
 def _sum_rows_by_label(
-    m: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None, k: int
+    m: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None, k: int, one_hot: bool | None = None
 ) -> torch.Tensor:
     """``out[b, c] = sum of rows m[b, i] with labels[b, i] == c`` (padded rows ignored): ``(B, K, M)``.
 
-    CPU: one sequential ``index_add_`` (deterministic). Accelerators: a fixed-order one-hot batched
-    product, since their ``index_add_`` uses float atomics whose order varies between runs.
+    CPU: one sequential ``index_add_`` (deterministic). Accelerators (or ``one_hot=True``): a
+    fixed-order one-hot batched product, since their ``index_add_`` uses float atomics whose order
+    varies between runs.
     """
     b, n, width = m.shape
-    if m.device.type == "cpu":
+    if one_hot is None:
+        one_hot = m.device.type != "cpu"
+    if not one_hot:
         flat = labels + torch.arange(b, device=m.device).unsqueeze(1) * k
         if mask is not None:
             flat = torch.where(mask, flat, torch.full_like(flat, b * k))  # padded rows -> discarded bin
