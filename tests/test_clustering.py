@@ -256,12 +256,16 @@ def test_nan_rows_are_named():
 # --------------------------------------------------------------------------- #
 # distances
 # --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("k", [6, 40])  # both sides of TRANSPOSED_MAX_K (c x^T vs x c^T products)
 @pytest.mark.parametrize("chunk", [1, 5, 4096])
-def test_distances_match_brute_force(chunk):
+def test_distances_match_brute_force(chunk, k):
+    from dream_plugin.clustering.distances import TRANSPOSED_MAX_K
+
+    assert 6 <= TRANSPOSED_MAX_K < 40
     x = torch.randn(23, 4, generator=gen(11), dtype=torch.float64)
-    c = torch.randn(6, 4, generator=gen(12), dtype=torch.float64)
+    c = torch.randn(k, 4, generator=gen(12), dtype=torch.float64)
     d = squared_distances(x, c, chunk_size=chunk)
-    assert d.shape == (23, 6) and bool((d >= 0).all())
+    assert d.shape == (23, k) and bool((d >= 0).all())
     assert torch.allclose(d, brute_sq(x, c), atol=1e-10)
     labels, mind = nearest_centroid(x, c, chunk_size=chunk)
     assert torch.equal(labels, brute_sq(x, c).argmin(1))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .distances import _check_chunk_size, compute_dtype
+from .distances import TRANSPOSED_MAX_K, _check_chunk_size, compute_dtype
 from .gram_lloyd import gram_lloyd
 from .seeding import choose_method, gram_matrix, greedy_kmeans_plusplus
 from .kmeans import (
@@ -172,12 +172,17 @@ def _nearest_batched(
     labels = torch.empty((b, n), dtype=torch.long, device=x.device)
     dist = torch.empty((b, n), dtype=x.dtype, device=x.device)
     if low is None:
-        c_sq = c.square().sum(-1).unsqueeze(1)  # (B, 1, K)
+        c_sq = c.square().sum(-1)  # (B, K)
+        transposed = c.shape[1] <= TRANSPOSED_MAX_K
         c_t = c.transpose(1, 2)
         for s in range(0, n, rows):
             e = min(s + rows, n)
-            blk = torch.baddbmm(c_sq, x[:, s:e], c_t, alpha=-2.0)
-            vals, idx = blk.min(dim=2)
+            if transposed:  # (B, K, rows): faster for few centroids (see distances.TRANSPOSED_MAX_K)
+                blk = torch.baddbmm(c_sq.unsqueeze(2), c, x[:, s:e].transpose(1, 2), alpha=-2.0)
+                vals, idx = blk.min(dim=1)
+            else:
+                blk = torch.baddbmm(c_sq.unsqueeze(1), x[:, s:e], c_t, alpha=-2.0)
+                vals, idx = blk.min(dim=2)
             labels[:, s:e] = idx
             torch.add(vals, x_sq[:, s:e], out=dist[:, s:e])
     else:
