@@ -156,3 +156,15 @@ def test_dream_strategy_takes_the_seeding_option_from_the_config(make_selector, 
         assert sorted((p // 20).tolist()) == [0, 1, 2]
     with pytest.raises(ConfigError, match="seeding"):
         make_selector(options={"dream": {"kmeans": {"seeding": "gram"}}})
+
+
+@pytest.mark.parametrize("seeding", ["direct", "pairwise", "blocked"])
+def test_kmeans_centres_the_data_so_points_far_from_the_origin_stay_apart(seeding):
+    # |x|^2 ~ 3e6 here: in float32, |x|^2 - 2 x.y + |y|^2 loses the unit-sized distances unless the
+    # data are centred first; with K = N every point must become its own cluster (inertia 0)
+    x = 1e3 + torch.randn(12, 3, generator=gen(2))
+    res = kmeans(x, 12, generator=gen(0), seeding=seeding)
+    assert res.inertia == pytest.approx(0.0, abs=1e-3)
+    assert sorted(res.labels.tolist()) == list(range(12))
+    res_b = kmeans_batched(x[None], 12, generators=[gen(0)], seeding=seeding)
+    assert res_b.inertia[0] == pytest.approx(0.0, abs=1e-3)

@@ -266,6 +266,10 @@ def kmeans_batched(
     # cheap screen first (a NaN/inf makes its row sum non-finite), exact check only if it fails
     if not bool(torch.isfinite(xf.sum(dim=2)).all()) and not bool(torch.isfinite(xf).all()):
         raise ValueError("x contains NaN or inf values in its real rows")
+    # centre each problem on the mean of its real rows (as in kmeans); padded rows stay zero
+    lens_dev = torch.tensor(lens, device=dev, dtype=xf.dtype).view(-1, 1, 1)
+    mu = xf.sum(dim=1, keepdim=True) / lens_dev  # (B, 1, D); any point near the centre will do
+    xf = (xf - mu) * mask.unsqueeze(2).to(xf.dtype)
     x_sq = torch.linalg.vector_norm(xf, dim=2).square_()  # (B, N), no (B, N, D) temporary
     # per-problem scale of the tolerance: mean feature variance over the real rows
     lens_t = torch.tensor(lens, device=dev, dtype=torch.float64)
@@ -281,7 +285,7 @@ def kmeans_batched(
             raise ValueError(f"init tensor must be on x's device {dev}, got {init.device}")
         if not bool(torch.isfinite(init).all()):
             raise ValueError("init tensor contains NaN or inf values")
-        centers = init.detach().to(xf.dtype).clone()
+        centers = init.detach().to(xf.dtype) - mu
     elif init == "random":
         centers = _random_init_batched(xf, lens, k, gens)
     elif init == "k-means++" and precision == "fp32" and method == "pairwise":
@@ -303,7 +307,7 @@ def kmeans_batched(
     rows = max(1, chunk_size // b)
     fitted = None
     if gram is not None:
-        fitted = _gram_fit(xf, x_sq, gram, seeds, mask, k, mi, tol_abs, rows)
+        fitted = _gram_fit(xf, x_sq, gram, seeds, mask, k, mi, tol_abs)
     if fitted is None:
         fitted = _direct_fit(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size, precision)
     out_centers, n_iter, converged = fitted
@@ -312,7 +316,7 @@ def kmeans_batched(
     labels = labels.masked_fill_(~mask, -1)
     inertia = (dist * mask).sum(1, dtype=torch.float64).tolist()
     return BatchedKMeansResult(
-        centroids=out_centers.to(x.dtype),
+        centroids=(out_centers + mu).to(x.dtype),
         labels=labels,
         inertia=[float(v) for v in inertia],
         n_iter=n_iter,
@@ -323,18 +327,14 @@ def kmeans_batched(
 
 def _gram_fit(
     xf: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor, seeds: torch.Tensor, mask: torch.Tensor,
-    k: int, max_iter: int, tol_abs: list[float], rows: int,
+    k: int, max_iter: int, tol_abs: list[float],
 ) -> tuple[torch.Tensor, list[int], list[bool]] | None:
-    """Lloyd on the Gram matrix from the seed rows (see :mod:`.gram_lloyd`); centroids formed at the end."""
-    b, n, _ = xf.shape
+    """Lloyd on the Gram matrix from the seed rows (see :mod:`.gram_lloyd`)."""
+    n, d = xf.shape[1], xf.shape[2]
     dots = torch.gather(gram, 2, seeds.unsqueeze(1).expand(-1, n, -1))  # x_i . seed_k, (B, N, K)
+    centers = torch.gather(xf, 1, seeds.unsqueeze(2).expand(-1, -1, d))
     padded = not bool(mask.all())
-    out = gram_lloyd(gram, x_sq, dots, torch.gather(x_sq, 1, seeds), mask if padded else None, max_iter, tol_abs)
-    if out is None:
-        return None
-    members, n_iter, converged = out
-    sums, counts = _cluster_sums_batched(xf, members, mask, k, rows)
-    return sums / counts.clamp(min=1).unsqueeze(2).to(xf.dtype), n_iter, converged
+    return gram_lloyd(gram, xf, x_sq, dots, centers, mask if padded else None, max_iter, tol_abs)
 
 
 def _direct_fit(

@@ -4,14 +4,12 @@ Every centroid Lloyd produces is the mean of a set of points, so with ``G = X X^
 
 * ``x_i . c_k = (1/n_k) sum_{j in S_k} G[i, j]``: one row-sum of ``G`` per point and cluster,
   i.e. an ``index_add`` of the rows of ``G`` by label (``N^2`` additions, no ``N x D x K`` product);
-* ``|c_k|^2 = (1/n_k) sum_{i in S_k} x_i . c_k``;
-* ``c_new . c_old`` (for the tolerance) the same way from the previous dot products.
-
-An iteration then costs ``O(N^2 + N K)`` instead of ``O(N D K)``. The seeding already builds ``G``
+An iteration then costs ``O(N^2 + N K + N D)`` instead of ``O(N D K)``: the means themselves are
+still summed from ``X`` (``O(N D)``), so that ``|c_k|^2`` and the centroid shift of the tolerance
+rule are computed exactly as the direct loop computes them. The seeding already builds ``G``
 when the pool is small (:mod:`.seeding`), so the iterations come almost for free. It is the same
 algorithm as :func:`.kmeans_batched`'s direct loop (assignment, mean update, empty clusters
 re-seeded on the farthest points, same stopping rules); only the rounding of the distances differs.
-Centroids are formed from ``X`` once, at the end.
 """
 
 from __future__ import annotations
@@ -80,29 +78,32 @@ def _reseed_empty(
 
 def gram_lloyd(
     gram: torch.Tensor,
+    xf: torch.Tensor,
     x_sq: torch.Tensor,
     dots: torch.Tensor,
-    c_sq: torch.Tensor,
+    centers: torch.Tensor,
     mask: torch.Tensor | None,
     max_iter: int,
     tol_abs: list[float],
 ) -> tuple[torch.Tensor, list[int], list[bool]] | None:
-    """Run Lloyd from the starting dot products; return ``(members (B, N), n_iter, converged)``.
+    """Run Lloyd from the starting centroids; return ``(centroids (B, K, D), n_iter, converged)``.
 
-    ``gram`` ``(B, N, N)``; ``x_sq`` ``(B, N)``; ``dots`` ``(B, N, K)`` = ``x_i . c_k`` and ``c_sq``
-    ``(B, K)`` for the starting centroids; ``mask`` ``(B, N)`` real rows (None: no padding).
-    The final centroids are the means of the rows of each problem grouped by ``members``.
-    Returns None when an empty cluster cannot be re-seeded as the direct loop would (see
-    :func:`_reseed_empty`); the caller then runs the direct loop.
+    ``gram`` ``(B, N, N)`` and ``xf`` ``(B, N, D)`` the problems; ``x_sq`` ``(B, N)``; ``dots``
+    ``(B, N, K)`` = ``x_i . c_k`` for the starting ``centers`` ``(B, K, D)``; ``mask`` ``(B, N)``
+    real rows (None: no padding). Distances come from the Gram matrix; the means themselves are
+    summed from ``xf`` (an ``O(N D)`` pass, as the direct loop does it), so the centroid shift of
+    the tolerance rule is computed exactly as there, with no cancellation. Returns None when an
+    empty cluster cannot be re-seeded as the direct loop would (see :func:`_reseed_empty`); the
+    caller then runs the direct loop.
     """
     b, n, k = dots.shape
     n_iter = [0] * b
     converged = [False] * b
     done = torch.zeros(b, dtype=torch.bool)
-    members = torch.zeros((b, n), dtype=torch.long, device=gram.device)
     prev_labels: torch.Tensor | None = None
     tol_t = torch.tensor(tol_abs, dtype=torch.float64)
     x_sq_col = x_sq.unsqueeze(2)
+    c_sq = centers.square().sum(-1)
     for it in range(max_iter):
         dist = torch.add(x_sq_col + c_sq.unsqueeze(1), dots, alpha=-2.0)  # (B, N, K)
         min_dist, labels = dist.min(dim=2)
@@ -114,16 +115,11 @@ def gram_lloyd(
             return None
         if has_empty.any():
             counts = _counts(new_members, mask, k)
-        inv = 1.0 / counts.clamp(min=1).to(gram.dtype)  # (B, K)
+        denom = counts.clamp(min=1).to(gram.dtype).unsqueeze(2)  # (B, K, 1)
+        new_centers = _sum_rows_by_label(xf, new_members, mask, k).div_(denom)
         # new dot products: rows of G summed by cluster (G is symmetric), over the cluster's size
-        new_dots = _sum_rows_by_label(gram, new_members, mask, k).mul_(inv.unsqueeze(2)).transpose(1, 2)
-        # |c_new|^2 and c_new . c_old: means over each cluster's members of the (new / old) dot products
-        pick_new = torch.gather(new_dots, 2, new_members.unsqueeze(2)).squeeze(2)
-        pick_old = torch.gather(dots, 2, new_members.unsqueeze(2)).squeeze(2)
-        both = torch.stack((pick_new, pick_old), dim=2)  # (B, N, 2)
-        sums = _sum_rows_by_label(both, new_members, mask, k).mul_(inv.unsqueeze(2))  # (B, K, 2)
-        new_c_sq, cross = sums[..., 0], sums[..., 1]
-        shift = (new_c_sq - 2.0 * cross + c_sq).clamp_(min=0).sum(1, dtype=torch.float64).cpu()
+        new_dots = _sum_rows_by_label(gram, new_members, mask, k).div_(denom).transpose(1, 2)
+        shift = (new_centers - centers).square().sum(dim=(1, 2), dtype=torch.float64).cpu()
         same = torch.zeros(b, dtype=torch.bool)
         if prev_labels is not None:
             same = (labels == prev_labels)
@@ -135,9 +131,9 @@ def gram_lloyd(
             n_iter[j] = it + 1
         # a problem whose labels did not change keeps its (identical) centroids
         keep_old = (same | done).to(gram.device)
-        members = torch.where(keep_old.unsqueeze(1), members, new_members)
+        centers = torch.where(keep_old.view(-1, 1, 1), centers, new_centers)
         dots = torch.where(keep_old.view(-1, 1, 1), dots, new_dots)
-        c_sq = torch.where(keep_old.unsqueeze(1), c_sq, new_c_sq)
+        c_sq = torch.where(keep_old.unsqueeze(1), c_sq, new_centers.square().sum(-1))
         finished = active & (same | (shift <= tol_t))
         for j in finished.nonzero().flatten().tolist():
             converged[j] = True
@@ -145,4 +141,4 @@ def gram_lloyd(
         if bool(done.all()):
             break
         prev_labels = labels
-    return members, n_iter, converged
+    return centers, n_iter, converged

@@ -331,6 +331,8 @@ def kmeans(
     * Stops when the labels no longer change, or when the summed squared
       centroid shift is <= ``tol * mean(var(x, dim=0))`` (scale-aware, like
       scikit-learn), or after ``max_iter`` iterations.
+    * The data are centred first (distances are translation invariant; the expansion
+      ``|x|^2 - 2 x.c + |c|^2`` keeps its precision far from the origin).
     * Distances are computed in ``chunk_size``-row blocks so memory stays
       bounded; arithmetic is float32 at least (half inputs are upcast) and the
       centroids come back in x's dtype.  Labels and inertia always match the
@@ -355,11 +357,15 @@ def kmeans(
         return dataclasses.replace(res.result(0), backend="torch")
 
     xf = x.to(compute_dtype(x.dtype))
+    # centre the data (as scikit-learn does): distances do not change, but |x|^2 - 2 x.c + |c|^2
+    # keeps its precision for data far from the origin
+    mu = xf.mean(dim=0, keepdim=True)  # any point near the centre will do
+    xf = xf - mu
     x_sq = _row_sq_norms(xf)
     tol_abs = tol * _mean_variance(xf, x_sq)
 
     if isinstance(init, torch.Tensor):
-        centers = init.detach().to(xf.dtype).clone()
+        centers = init.detach().to(xf.dtype) - mu
     else:
         centers = _seed(xf, x_sq, init, k, gen, method)
 
@@ -379,7 +385,7 @@ def kmeans(
         _nearest(xf, x_sq, centers, _row_sq_norms(centers), chunk_size, labels, min_dist)
     inertia = float(min_dist.sum(dtype=torch.float64))
     return KMeansResult(
-        centroids=centers.to(x.dtype),
+        centroids=(centers + mu).to(x.dtype),
         labels=labels,
         inertia=inertia,
         n_iter=n_iter,

@@ -139,11 +139,12 @@ def greedy_kmeans_plusplus(
 
     chosen = torch.empty((b, k), dtype=torch.long, device=dev)
     chosen[:, 0] = first
+    ar = torch.arange(b, device=dev)
     closest = rows(first.unsqueeze(1))[:, 0]  # (B, N)
+    closest[ar, first] = 0  # exactly: |x|^2 - 2 x.x + |x|^2 may round to a tiny positive weight
     if mask is not None:
         closest.mul_(mask)
         maskf = mask.unsqueeze(1).to(xf.dtype)
-    ar = torch.arange(b, device=dev)
     for c in range(1, k):
         cums = torch.cumsum(closest, 1, dtype=torch.float64)  # (B, N)
         cand = torch.searchsorted(cums, weights[c - 1] * cums[:, -1:])
@@ -155,6 +156,7 @@ def greedy_kmeans_plusplus(
         best = torch.argmin(dc.sum(2, dtype=torch.float64), dim=1)  # (B,)
         chosen[:, c] = cand[ar, best]
         closest = dc[ar, best]
+        closest[ar, chosen[:, c]] = 0  # a chosen point can never be drawn again
     return chosen
 
 
@@ -173,6 +175,7 @@ def _blocked_one(x: torch.Tensor, x_sq: torch.Tensor, k: int, n_trials: int, gen
         return out.add_(x_sq.index_select(0, idx).unsqueeze(1)).clamp_(min=0)
 
     closest = rows(first)[0]
+    closest[first[0]] = 0  # exactly: |x|^2 - 2 x.x + |x|^2 may round to a tiny positive weight
     last = n - 1
     buf_idx = torch.empty(0, dtype=torch.long, device=dev)
     buf_w = buf_rows = closest.new_empty(0)
@@ -203,4 +206,5 @@ def _blocked_one(x: torch.Tensor, x_sq: torch.Tensor, k: int, n_trials: int, gen
         best = torch.argmin(dc.sum(1, dtype=torch.float64))
         chosen[c] = cand[best]
         closest = dc[best]
+        closest[chosen[c]] = 0  # a chosen point can never be drawn again
     return chosen
