@@ -261,7 +261,8 @@ def kmeans_batched(
     x = x.detach()
     mask = _row_mask(lens, n_max, dev)
     xf = x.to(compute_dtype(x.dtype))
-    if not bool(mask.all()):
+    padded = not bool(mask.all())
+    if padded:
         xf = torch.where(mask.unsqueeze(2), xf, torch.zeros((), dtype=xf.dtype, device=dev))  # padded rows: 0
     # cheap screen first (a NaN/inf makes its row sum non-finite), exact check only if it fails
     if not bool(torch.isfinite(xf.sum(dim=2)).all()) and not bool(torch.isfinite(xf).all()):
@@ -269,13 +270,14 @@ def kmeans_batched(
     # centre each problem on the mean of its real rows (as in kmeans); padded rows stay zero
     lens_dev = torch.tensor(lens, device=dev, dtype=xf.dtype).view(-1, 1, 1)
     mu = xf.sum(dim=1, keepdim=True) / lens_dev  # (B, 1, D); any point near the centre will do
-    xf = (xf - mu) * mask.unsqueeze(2).to(xf.dtype)
+    xf = xf - mu
+    if padded:
+        xf.masked_fill_(~mask.unsqueeze(2), 0)
     x_sq = torch.linalg.vector_norm(xf, dim=2).square_()  # (B, N), no (B, N, D) temporary
-    # per-problem scale of the tolerance: mean feature variance over the real rows
+    # per-problem scale of the tolerance: mean feature variance over the real rows (the data are
+    # centred, so it is the mean squared norm over D)
     lens_t = torch.tensor(lens, device=dev, dtype=torch.float64)
-    mean = xf.sum(1).double() / lens_t.unsqueeze(1)  # float32 sums: this only scales the tolerance
-    second = x_sq.sum(1, dtype=torch.float64) / (lens_t * d)
-    tol_abs = (tol * (second - mean.square().sum(1) / d).clamp_(min=0)).tolist()
+    tol_abs = (tol * x_sq.sum(1, dtype=torch.float64) / (lens_t * d)).tolist()
 
     gram = seeds = None
     if isinstance(init, torch.Tensor):
@@ -292,7 +294,7 @@ def kmeans_batched(
         # small pools: the Gram matrix serves the seeding and then every Lloyd iteration
         gram = gram_matrix(xf)
         seeds = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, gram=gram)
-        centers = torch.gather(xf, 1, seeds.unsqueeze(2).expand(-1, -1, d))
+        centers = None  # formed from the seed rows by _gram_fit
     elif init == "k-means++":
         centers = _kmeans_plusplus_batched(xf, x_sq, lens, k, gens, method)
     elif init == "k-means++-sampled":
@@ -309,6 +311,8 @@ def kmeans_batched(
     if gram is not None:
         fitted = _gram_fit(xf, x_sq, gram, seeds, mask, k, mi, tol_abs)
     if fitted is None:
+        if centers is None:  # the Gram loop gave up (degenerate re-seeding): start over from the seeds
+            centers = torch.gather(xf, 1, seeds.unsqueeze(2).expand(-1, -1, d))
         fitted = _direct_fit(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size, precision)
     out_centers, n_iter, converged = fitted
     # final E-step in full precision: labels / inertia are those of the returned centroids
@@ -330,9 +334,11 @@ def _gram_fit(
     k: int, max_iter: int, tol_abs: list[float],
 ) -> tuple[torch.Tensor, list[int], list[bool]] | None:
     """Lloyd on the Gram matrix from the seed rows (see :mod:`.gram_lloyd`)."""
-    n, d = xf.shape[1], xf.shape[2]
-    dots = torch.gather(gram, 2, seeds.unsqueeze(1).expand(-1, n, -1))  # x_i . seed_k, (B, N, K)
-    centers = torch.gather(xf, 1, seeds.unsqueeze(2).expand(-1, -1, d))
+    b, n, d = xf.shape
+    rows = (seeds + torch.arange(b, device=xf.device).unsqueeze(1) * n).reshape(-1)
+    # x_i . seed_k, (B, N, K): G is symmetric, so these are whole rows of G (a fast row gather)
+    dots = gram.reshape(b * n, n).index_select(0, rows).view(b, -1, n).transpose(1, 2)
+    centers = xf.reshape(b * n, d).index_select(0, rows).view(b, -1, d)
     padded = not bool(mask.all())
     return gram_lloyd(gram, xf, x_sq, dots, centers, mask if padded else None, max_iter, tol_abs)
 
@@ -366,7 +372,7 @@ def _direct_fit(
                     new[j], _ = _update_centers(
                         wx[j, :n_j], labels[j, :n_j], dist[j, :n_j], wc[j], chunk_size
                     )
-            shift = (new - wc).square().sum(dim=(1, 2), dtype=torch.float64).cpu()
+            shift = torch.linalg.vector_norm(new - wc, dim=(1, 2)).double().square_().cpu()
             same = torch.zeros(len(active), dtype=torch.bool)
             if prev_labels is not None:
                 same = ((labels == prev_labels) | ~wmask).all(dim=1).cpu() & ~empty.cpu()

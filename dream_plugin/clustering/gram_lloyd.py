@@ -103,7 +103,7 @@ def gram_lloyd(
     prev_labels: torch.Tensor | None = None
     tol_t = torch.tensor(tol_abs, dtype=torch.float64)
     x_sq_col = x_sq.unsqueeze(2)
-    c_sq = centers.square().sum(-1)
+    c_sq = torch.linalg.vector_norm(centers, dim=-1).square_()
     for it in range(max_iter):
         dist = torch.add(x_sq_col + c_sq.unsqueeze(1), dots, alpha=-2.0)  # (B, N, K)
         min_dist, labels = dist.min(dim=2)
@@ -119,7 +119,7 @@ def gram_lloyd(
         new_centers = _sum_rows_by_label(xf, new_members, mask, k).div_(denom)
         # new dot products: rows of G summed by cluster (G is symmetric), over the cluster's size
         new_dots = _sum_rows_by_label(gram, new_members, mask, k).div_(denom).transpose(1, 2)
-        shift = (new_centers - centers).square().sum(dim=(1, 2), dtype=torch.float64).cpu()
+        shift = torch.linalg.vector_norm(new_centers - centers, dim=(1, 2)).double().square_().cpu()
         same = torch.zeros(b, dtype=torch.bool)
         if prev_labels is not None:
             same = (labels == prev_labels)
@@ -130,10 +130,15 @@ def gram_lloyd(
         for j in active.nonzero().flatten().tolist():
             n_iter[j] = it + 1
         # a problem whose labels did not change keeps its (identical) centroids
-        keep_old = (same | done).to(gram.device)
-        centers = torch.where(keep_old.view(-1, 1, 1), centers, new_centers)
-        dots = torch.where(keep_old.view(-1, 1, 1), dots, new_dots)
-        c_sq = torch.where(keep_old.unsqueeze(1), c_sq, new_centers.square().sum(-1))
+        new_c_sq = torch.linalg.vector_norm(new_centers, dim=-1).square_()
+        keep = same | done
+        if bool(keep.any()):
+            keep_old = keep.to(gram.device)
+            centers = torch.where(keep_old.view(-1, 1, 1), centers, new_centers)
+            dots = torch.where(keep_old.view(-1, 1, 1), dots, new_dots)
+            c_sq = torch.where(keep_old.unsqueeze(1), c_sq, new_c_sq)
+        else:
+            centers, dots, c_sq = new_centers, new_dots, new_c_sq
         finished = active & (same | (shift <= tol_t))
         for j in finished.nonzero().flatten().tolist():
             converged[j] = True
