@@ -20,13 +20,19 @@ __all__ = ["gram_lloyd"]
 
 
 def _sum_rows_by_label(
-    m: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None, k: int, one_hot: bool | None = None
+    m: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None,
+    k: int,
+    one_hot: bool | None = None,
+    buf: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out[b, c] = sum of rows m[b, i] with labels[b, i] == c`` (padded rows ignored): ``(B, K, M)``.
 
     CPU: one sequential ``index_add_`` (deterministic). Accelerators (or ``one_hot=True``): a
     fixed-order one-hot batched product, since their ``index_add_`` uses float atomics whose order
-    varies between runs.
+    varies between runs. ``buf``: a ``(B * K + 1, M)`` scratch buffer to reuse on the CPU path
+    (a fresh large allocation each iteration costs page faults).
     """
     b, n, width = m.shape
     if one_hot is None:
@@ -35,7 +41,8 @@ def _sum_rows_by_label(
         flat = labels + torch.arange(b, device=m.device).unsqueeze(1) * k
         if mask is not None:
             flat = torch.where(mask, flat, torch.full_like(flat, b * k))  # padded rows -> discarded bin
-        out = m.new_zeros((b * k + 1, width)).index_add_(0, flat.reshape(-1), m.reshape(-1, width))
+        out = buf.zero_() if buf is not None else m.new_zeros((b * k + 1, width))
+        out.index_add_(0, flat.reshape(-1), m.reshape(-1, width))
         return out[: b * k].view(b, k, width)
     onehot = labels.unsqueeze(2) == torch.arange(k, device=m.device)
     if mask is not None:
@@ -104,8 +111,12 @@ def gram_lloyd(
     tol_t = torch.tensor(tol_abs, dtype=torch.float64)
     x_sq_col = x_sq.unsqueeze(2)
     c_sq = torch.linalg.vector_norm(centers, dim=-1).square_()
+    # scratch buffers reused by every iteration
+    dist = xf.new_empty((b, n, k))
+    gram_buf = xf.new_empty((b * k + 1, n)) if xf.device.type == "cpu" else None
+    x_buf = xf.new_empty((b * k + 1, xf.shape[2])) if xf.device.type == "cpu" else None
     for it in range(max_iter):
-        dist = torch.add(x_sq_col + c_sq.unsqueeze(1), dots, alpha=-2.0)  # (B, N, K)
+        torch.add(x_sq_col, c_sq.unsqueeze(1), out=dist).add_(dots, alpha=-2.0)  # (B, N, K)
         min_dist, labels = dist.min(dim=2)
         min_dist.clamp_(min=0)
         counts = _counts(labels, mask, k)
@@ -116,9 +127,9 @@ def gram_lloyd(
         if has_empty.any():
             counts = _counts(new_members, mask, k)
         denom = counts.clamp(min=1).to(gram.dtype).unsqueeze(2)  # (B, K, 1)
-        new_centers = _sum_rows_by_label(xf, new_members, mask, k).div_(denom)
+        new_centers = _sum_rows_by_label(xf, new_members, mask, k, buf=x_buf) / denom
         # new dot products: rows of G summed by cluster (G is symmetric), over the cluster's size
-        new_dots = _sum_rows_by_label(gram, new_members, mask, k).div_(denom).transpose(1, 2)
+        new_dots = (_sum_rows_by_label(gram, new_members, mask, k, buf=gram_buf) / denom).transpose(1, 2)
         shift = torch.linalg.vector_norm(new_centers - centers, dim=(1, 2)).double().square_().cpu()
         same = torch.zeros(b, dtype=torch.bool)
         if prev_labels is not None:
