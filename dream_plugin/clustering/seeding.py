@@ -105,7 +105,8 @@ def greedy_kmeans_plusplus(
     dev = xf.device
     lens = [n] * b if lens is None else list(lens)
     n_trials = n_trials_for(k)
-    if gram is None and choose_method(n, k, b, method, dev.type) == "blocked":
+    resolved = "pairwise" if gram is not None else choose_method(n, k, b, method, dev.type)
+    if resolved == "blocked":
         out = torch.empty((b, k), dtype=torch.long, device=dev)
         for i, (m, g) in enumerate(zip(lens, gens)):  # rejection is per problem: one at a time
             out[i] = _blocked_one(xf[i, :m], x_sq[i, :m], k, n_trials, g)
@@ -118,7 +119,7 @@ def greedy_kmeans_plusplus(
     mask = (torch.arange(n, device=dev).unsqueeze(0) < torch.tensor(lens, device=dev).unsqueeze(1)) if padded else None
     last = torch.tensor(lens, device=dev).sub_(1).unsqueeze(1)  # (B, 1)
 
-    if gram is not None or choose_method(n, k, b, method, dev.type) == "pairwise":
+    if resolved == "pairwise":
         g = gram if gram is not None else gram_matrix(xf)
         x_sq_row = x_sq.unsqueeze(1)
         flat_g = g.reshape(b * n, n)
