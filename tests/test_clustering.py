@@ -180,15 +180,28 @@ def test_estimator_validation():
         KMeans(3, random_state="seed")
 
 
-def test_gemm_cluster_sums_match_index_add():
-    # the accelerator path (fixed-order one-hot GEMM) agrees with the CPU index_add_ path
-    from dream_plugin.clustering.kmeans import _cluster_sums, _cluster_sums_gemm
+def test_one_hot_sums_by_label_match_index_add():
+    # the accelerator path (fixed-order one-hot products in row chunks) agrees with the CPU
+    # index_add_ path, with an empty cluster, several chunk sizes and padded problems
+    from dream_plugin.clustering.grouping import count_by_label, sum_by_label
 
     x = torch.randn(50, 4, generator=gen(16), dtype=torch.float64)
     labels = torch.randint(0, 6, (50,), generator=gen(17))
     labels[labels == 3] = 2  # cluster 3 empty
     for chunk in (1, 7, 4096):
-        assert torch.allclose(_cluster_sums_gemm(x, labels, 6, chunk), _cluster_sums(x, labels, 6, chunk))
+        a = sum_by_label(x[None], labels[None], None, 6, one_hot=True, rows=chunk)[0]
+        assert torch.allclose(a, sum_by_label(x[None], labels[None], None, 6, one_hot=False)[0])
+    m = torch.randn(3, 20, 7, generator=gen(0))
+    lab = torch.randint(0, 4, (3, 20), generator=gen(1))
+    mask = torch.arange(20).unsqueeze(0) < torch.tensor([[20], [15], [9]])
+    for msk in (None, mask):
+        for chunk in (3, 4096):
+            a = sum_by_label(m, lab, msk, 4, one_hot=False)
+            b = sum_by_label(m, lab, msk, 4, one_hot=True, rows=chunk)
+            assert torch.allclose(a, b, atol=1e-5)
+    # padded rows never count, in sums or counts
+    assert torch.allclose(sum_by_label(m, lab, mask, 4)[2].sum(0), m[2, :9].sum(0), atol=1e-5)
+    assert count_by_label(lab, mask, 4).sum(1).tolist() == [20, 15, 9]
 
 
 def test_input_requiring_grad_is_fine():

@@ -91,21 +91,6 @@ def test_batched_gram_path_matches_single_calls_with_padding():
         assert bool((res.labels[i, lens[i]:] == -1).all())
 
 
-def test_the_accelerator_one_hot_sums_equal_the_cpu_index_add_sums():
-    # accelerators sum rows by label with a fixed-order one-hot product; run that branch on the CPU
-    from dream_plugin.clustering.gram_lloyd import _sum_rows_by_label
-
-    m = torch.randn(3, 20, 7, generator=gen(0))
-    labels = torch.randint(0, 4, (3, 20), generator=gen(1))
-    mask = torch.arange(20).unsqueeze(0) < torch.tensor([[20], [15], [9]])
-    for msk in (None, mask):
-        a = _sum_rows_by_label(m, labels, msk, 4, one_hot=False)
-        b = _sum_rows_by_label(m, labels, msk, 4, one_hot=True)
-        assert torch.allclose(a, b, atol=1e-5)
-    # padded rows never count
-    assert torch.allclose(_sum_rows_by_label(m, labels, mask, 4)[2].sum(0), m[2, :9].sum(0), atol=1e-5)
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sizes=st.lists(st.integers(2, 40), min_size=1, max_size=3),

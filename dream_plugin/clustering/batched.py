@@ -26,6 +26,7 @@ import torch
 
 from .distances import TRANSPOSED_MAX_K, _check_chunk_size, compute_dtype
 from .gram_lloyd import gram_lloyd
+from .grouping import count_by_label, sum_by_label
 from .seeding import choose_method, gram_matrix, greedy_kmeans_plusplus
 from .kmeans import (
     KMeansResult,
@@ -199,27 +200,6 @@ def _nearest_batched(
     return labels, dist.clamp_(min=0)
 
 
-def _cluster_sums_batched(
-    xf: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, k: int, rows: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-problem cluster sums ``(B, K, D)`` and counts ``(B, K)``; padded rows are ignored."""
-    b, n, d = xf.shape
-    flat = labels + torch.arange(b, device=xf.device).unsqueeze(1) * k
-    flat = torch.where(mask, flat, torch.full_like(flat, b * k))  # padded rows -> a discarded bin
-    counts = torch.bincount(flat.reshape(-1), minlength=b * k + 1)[: b * k].view(b, k)
-    if xf.device.type == "cpu":
-        sums = xf.new_zeros((b * k + 1, d)).index_add_(0, flat.reshape(-1), xf.reshape(-1, d))[: b * k]
-        return sums.view(b, k, d), counts
-    # accelerators: fixed-order one-hot GEMMs (index_add_ uses nondeterministic atomics there)
-    sums = xf.new_zeros((b, k, d))
-    ids = torch.arange(k, device=xf.device)
-    for s in range(0, n, rows):
-        e = min(s + rows, n)
-        onehot = ((labels[:, s:e].unsqueeze(2) == ids) & mask[:, s:e].unsqueeze(2)).to(xf.dtype)
-        sums.baddbmm_(onehot.transpose(1, 2), xf[:, s:e])
-    return sums, counts
-
-
 def kmeans_batched(
     x: torch.Tensor,
     n_clusters: int,
@@ -363,7 +343,7 @@ def _direct_fit(
         lowp = _low_precision_copy(wx, wmask, lens, active) if low else None
         for it in range(mi):
             labels, dist = _nearest_batched(wx, wsq, wc, rows, lowp)
-            sums, counts = _cluster_sums_batched(wx, labels, wmask, k, rows)
+            sums, counts = sum_by_label(wx, labels, wmask, k, rows=rows), count_by_label(labels, wmask, k)
             new = sums / counts.clamp(min=1).unsqueeze(2).to(wx.dtype)
             empty = (counts == 0).any(dim=1)
             if bool(empty.any()):

@@ -16,46 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from .grouping import count_by_label, sum_by_label
+
 __all__ = ["gram_lloyd"]
-
-
-def _sum_rows_by_label(
-    m: torch.Tensor,
-    labels: torch.Tensor,
-    mask: torch.Tensor | None,
-    k: int,
-    one_hot: bool | None = None,
-    buf: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``out[b, c] = sum of rows m[b, i] with labels[b, i] == c`` (padded rows ignored): ``(B, K, M)``.
-
-    CPU: one sequential ``index_add_`` (deterministic). Accelerators (or ``one_hot=True``): a
-    fixed-order one-hot batched product, since their ``index_add_`` uses float atomics whose order
-    varies between runs. ``buf``: a ``(B * K + 1, M)`` scratch buffer to reuse on the CPU path
-    (a fresh large allocation each iteration costs page faults).
-    """
-    b, n, width = m.shape
-    if one_hot is None:
-        one_hot = m.device.type != "cpu"
-    if not one_hot:
-        flat = labels + torch.arange(b, device=m.device).unsqueeze(1) * k
-        if mask is not None:
-            flat = torch.where(mask, flat, torch.full_like(flat, b * k))  # padded rows -> discarded bin
-        out = buf.zero_() if buf is not None else m.new_zeros((b * k + 1, width))
-        out.index_add_(0, flat.reshape(-1), m.reshape(-1, width))
-        return out[: b * k].view(b, k, width)
-    onehot = labels.unsqueeze(2) == torch.arange(k, device=m.device)
-    if mask is not None:
-        onehot &= mask.unsqueeze(2)
-    return torch.bmm(onehot.to(m.dtype).transpose(1, 2), m)
-
-
-def _counts(labels: torch.Tensor, mask: torch.Tensor | None, k: int) -> torch.Tensor:
-    b = labels.shape[0]
-    flat = labels + torch.arange(b, device=labels.device).unsqueeze(1) * k
-    if mask is not None:
-        flat = torch.where(mask, flat, torch.full_like(flat, b * k))
-    return torch.bincount(flat.reshape(-1), minlength=b * k + 1)[: b * k].view(b, k)
 
 
 def _reseed_empty(
@@ -119,17 +82,17 @@ def gram_lloyd(
         torch.add(x_sq_col, c_sq.unsqueeze(1), out=dist).add_(dots, alpha=-2.0)  # (B, N, K)
         min_dist, labels = dist.min(dim=2)
         min_dist.clamp_(min=0)
-        counts = _counts(labels, mask, k)
+        counts = count_by_label(labels, mask, k)
         has_empty = (counts == 0).any(dim=1)
         new_members, ok = _reseed_empty(labels, min_dist, counts, mask) if bool(has_empty.any()) else (labels, True)
         if not ok:
             return None
         if has_empty.any():
-            counts = _counts(new_members, mask, k)
+            counts = count_by_label(new_members, mask, k)
         denom = counts.clamp(min=1).to(gram.dtype).unsqueeze(2)  # (B, K, 1)
-        new_centers = _sum_rows_by_label(xf, new_members, mask, k, buf=x_buf) / denom
+        new_centers = sum_by_label(xf, new_members, mask, k, buf=x_buf) / denom
         # new dot products: rows of G summed by cluster (G is symmetric), over the cluster's size
-        new_dots = (_sum_rows_by_label(gram, new_members, mask, k, buf=gram_buf) / denom).transpose(1, 2)
+        new_dots = (sum_by_label(gram, new_members, mask, k, buf=gram_buf) / denom).transpose(1, 2)
         shift = torch.linalg.vector_norm(new_centers - centers, dim=(1, 2)).double().square_().cpu()
         same = torch.zeros(b, dtype=torch.bool)
         if prev_labels is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .distances import _check_chunk_size, _nearest, _row_sq_norms, compute_dtype
+from .grouping import sum_by_label
 from .seeding import choose_method, greedy_kmeans_plusplus
 
 __all__ = ["KMeansResult", "kmeans", "KMeans", "INIT_METHODS", "PRECISIONS", "matmul_precision"]
@@ -243,30 +244,6 @@ def _seed(
 # --------------------------------------------------------------------------- #
 # Lloyd
 # --------------------------------------------------------------------------- #
-def _cluster_sums(xf: torch.Tensor, labels: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
-    """Per-cluster sums of the rows of ``xf`` (``(K, D)``), vectorised and deterministic.
-
-    On CPU ``index_add_`` is a single sequential pass (deterministic, cheapest).
-    On accelerators ``index_add_`` uses float atomics whose order varies between
-    runs, which would break "same seed, same result"; there we accumulate
-    ``onehot(labels)^T @ x`` chunk by chunk instead (a fixed-order GEMM).
-    """
-    if xf.device.type == "cpu":
-        return xf.new_zeros((k, xf.shape[1])).index_add_(0, labels, xf)
-    return _cluster_sums_gemm(xf, labels, k, chunk_size)
-
-
-def _cluster_sums_gemm(xf: torch.Tensor, labels: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
-    """Fixed-order ``onehot(labels)^T @ x`` in row chunks (deterministic on GPUs)."""
-    sums = xf.new_zeros((k, xf.shape[1]))
-    ids = torch.arange(k, device=xf.device)
-    for start in range(0, xf.shape[0], chunk_size):
-        stop = min(start + chunk_size, xf.shape[0])
-        onehot = (labels[start:stop].unsqueeze(1) == ids).to(xf.dtype)  # (B, K)
-        sums.addmm_(onehot.t(), xf[start:stop])
-    return sums
-
-
 def _update_centers(
     xf: torch.Tensor,
     labels: torch.Tensor,
@@ -283,7 +260,7 @@ def _update_centers(
     """
     k = centers.shape[0]
     counts = torch.bincount(labels, minlength=k)
-    sums = _cluster_sums(xf, labels, k, chunk_size)
+    sums = sum_by_label(xf.unsqueeze(0), labels.unsqueeze(0), None, k, rows=chunk_size)[0]
     empty = counts == 0
     n_empty = int(empty.sum())
     if n_empty:
