@@ -168,3 +168,24 @@ def test_kmeans_centres_the_data_so_points_far_from_the_origin_stay_apart(seedin
     assert sorted(res.labels.tolist()) == list(range(12))
     res_b = kmeans_batched(x[None], 12, generators=[gen(0)], seeding=seeding)
     assert res_b.inertia[0] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_kmeans_centres_only_data_far_from_the_origin_and_scales_the_tolerance_by_the_variance():
+    from dream_plugin.clustering.kmeans import _centre_if_far
+
+    g = torch.Generator().manual_seed(0)
+    near = torch.randn(300, 16, generator=g) * 2 + 0.5  # offset 0.5 per feature, spread 2
+    far = near + 1000.0
+    for x, centred in ((near, False), (far, True)):
+        before = x.clone()
+        xf, x_sq, mu, mean_var = _centre_if_far(x, owned=False)
+        assert (mu is not None) == centred
+        assert torch.equal(x, before)  # the caller's tensor is never written
+        want = float(torch.var(x.double(), dim=0, correction=0).mean())
+        assert mean_var == pytest.approx(want, rel=1e-4)
+        assert torch.allclose(x_sq, xf.square().sum(1), rtol=1e-5)
+    # same clustering either way: the shift only moves the centroids
+    a = kmeans(near, 4, generator=torch.Generator().manual_seed(1))
+    b = kmeans(far, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a.labels, b.labels)
+    assert torch.allclose(a.centroids + 1000.0, b.centroids, atol=1e-2)

@@ -247,17 +247,28 @@ def kmeans_batched(
     # cheap screen first (a NaN/inf makes its row sum non-finite), exact check only if it fails
     if not bool(torch.isfinite(xf.sum(dim=2)).all()) and not bool(torch.isfinite(xf).all()):
         raise ValueError("x contains NaN or inf values in its real rows")
-    # centre each problem on the mean of its real rows (as in kmeans); padded rows stay zero
+    # as in kmeans: a problem whose mean is farther from the origin than its spread is centred on
+    # the mean of its real rows (padded rows stay zero); the others are left as they are
+    owned = xf.data_ptr() != x.data_ptr()
     lens_dev = torch.tensor(lens, device=dev, dtype=xf.dtype).view(-1, 1, 1)
-    mu = xf.sum(dim=1, keepdim=True) / lens_dev  # (B, 1, D); any point near the centre will do
-    xf = xf - mu
-    if padded:
-        xf.masked_fill_(~mask.unsqueeze(2), 0)
-    x_sq = torch.linalg.vector_norm(xf, dim=2).square_()  # (B, N), no (B, N, D) temporary
-    # per-problem scale of the tolerance: mean feature variance over the real rows (the data are
-    # centred, so it is the mean squared norm over D)
     lens_t = torch.tensor(lens, device=dev, dtype=torch.float64)
-    tol_abs = (tol * x_sq.sum(1, dtype=torch.float64) / (lens_t * d)).tolist()
+    mu = xf.sum(dim=1, keepdim=True) / lens_dev  # (B, 1, D); any point near the centre will do
+    x_sq = torch.linalg.vector_norm(xf, dim=2).square_()  # (B, N), no (B, N, D) temporary
+    offset = mu.squeeze(1).square().sum(1, dtype=torch.float64)
+    far = offset > x_sq.sum(1, dtype=torch.float64) / lens_t - offset  # (B,): offset > total variance
+    if bool(far.any()):
+        mu = mu * far.view(-1, 1, 1).to(mu.dtype)  # problems near the origin subtract 0
+        xf = xf.sub_(mu) if owned else xf - mu
+        if padded:
+            xf.masked_fill_(~mask.unsqueeze(2), 0)
+        x_sq = torch.linalg.vector_norm(xf, dim=2).square_()
+        mean_sq = x_sq.sum(1, dtype=torch.float64) / lens_t
+        total_var = torch.where(far, mean_sq, mean_sq - offset)
+    else:
+        mu = None
+        total_var = x_sq.sum(1, dtype=torch.float64) / lens_t - offset
+    # per-problem scale of the tolerance: mean feature variance over the real rows
+    tol_abs = (tol * total_var / d).tolist()
 
     gram = seeds = None
     if isinstance(init, torch.Tensor):
@@ -267,7 +278,8 @@ def kmeans_batched(
             raise ValueError(f"init tensor must be on x's device {dev}, got {init.device}")
         if not bool(torch.isfinite(init).all()):
             raise ValueError("init tensor contains NaN or inf values")
-        centers = init.detach().to(xf.dtype) - mu
+        centers = init.detach().to(xf.dtype)
+        centers = centers - mu if mu is not None else centers.clone()
     elif init == "random":
         centers = _random_init_batched(xf, lens, k, gens)
     elif init == "k-means++" and precision == "fp32" and method == "pairwise":
@@ -300,7 +312,7 @@ def kmeans_batched(
     labels = labels.masked_fill_(~mask, -1)
     inertia = (dist * mask).sum(1, dtype=torch.float64).tolist()
     return BatchedKMeansResult(
-        centroids=(out_centers + mu).to(x.dtype),
+        centroids=(out_centers + mu if mu is not None else out_centers).to(x.dtype),
         labels=labels,
         inertia=[float(v) for v in inertia],
         n_iter=n_iter,
