@@ -93,8 +93,12 @@ def contenders(include_fpk_ours_init: bool = True) -> dict[str, Callable[[torch.
     def ours_sampled(x, k, seed):
         return kmeans(x, k, init="k-means++-sampled", generator=torch.Generator().manual_seed(seed)).centroids
 
+    def ours_classic(x, k, seed):
+        return kmeans(x, k, n_local_trials=1, generator=torch.Generator().manual_seed(seed)).centroids
+
     out["ours"] = ours
     out["ours (k-means++-sampled)"] = ours_sampled
+    out["ours (n_local_trials=1)"] = ours_classic
     try:
         import fast_pytorch_kmeans as fpk
 

@@ -258,7 +258,8 @@ def _cluster_class(feats: torch.Tensor, c: int, ks: tuple[int, ...], seed: int, 
             raise ValueError(f"class {c} has {feats.shape[0]} items, fewer than K={k}; use K <= {feats.shape[0]}")
         gen = torch.Generator(device=feats.device).manual_seed(derive_seed(seed, "precompute", c, k))
         res = run_kmeans(feats, k, backend=km.backend, max_iter=km.max_iter, tol=km.tol, init=km.init, generator=gen,
-                         chunk_size=km.chunk_size, precision=km.precision, seeding=km.seeding)
+                         chunk_size=km.chunk_size, precision=km.precision, seeding=km.seeding,
+                         n_local_trials=km.n_local_trials)
         pos, _ = nearest_unique(feats, res.centroids, chunk_size=km.chunk_size)
         out["picks"][k] = pos.to("cpu", torch.int64)
         if keep_centroids:
@@ -559,7 +560,8 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads: {args.threads} is not allowed; expected an integer >= 1")
         torch.set_num_threads(args.threads)
-    km = KMeansOptions(max_iter=args.max_iter, tol=args.tol, backend=args.backend, seeding=args.seeding)
+    km = KMeansOptions(max_iter=args.max_iter, tol=args.tol, backend=args.backend, seeding=args.seeding,
+                       n_local_trials=args.n_local_trials)
     common = dict(seed=args.kmeans_seed, kmeans=km, save_centroids=not args.no_centroids, restart=args.restart,
                   progress=not args.no_progress)
     if args.synthetic and args.dataset:
@@ -613,6 +615,8 @@ def add_precompute_parser(sub: Any) -> None:
     km.add_argument("--backend", default="torch", choices=list(BACKEND_NAMES))
     km.add_argument("--seeding", default="auto", choices=list(SEEDING_METHODS),
                     help="how k-means++ gets its distances (torch backend; see docs/benchmarks.md)")
+    km.add_argument("--n-local-trials", type=int, default=None,
+                    help="k-means++ candidates per step (torch backend; default 2 + ln K, 1 = classic k-means++)")
     km.add_argument("--kmeans-seed", type=int, default=0)
     p.add_argument("--no-centroids", action="store_true", help="do not store the centroids (smaller file)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run of a different job")

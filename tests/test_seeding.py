@@ -189,3 +189,103 @@ def test_kmeans_centres_only_data_far_from_the_origin_and_scales_the_tolerance_b
     b = kmeans(far, 4, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a.labels, b.labels)
     assert torch.allclose(a.centroids + 1000.0, b.centroids, atol=1e-2)
+
+
+def _pair_frequencies(x: torch.Tensor, method: str, n_local_trials, runs: int) -> dict:
+    counts: dict = {}
+    for s in range(runs):
+        idx = greedy_kmeans_plusplus(
+            x[None], _row_sq_norms(x)[None], 2, [gen(s)], method=method, n_local_trials=n_local_trials
+        )[0]
+        key = tuple(idx.tolist())  # (first seed, second seed)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("method", ["direct", "pairwise", "blocked"])
+def test_one_local_trial_is_classic_kmeans_plusplus(method):
+    # classic k-means++ (Arthur & Vassilvitskii): the first seed uniform, the second drawn with
+    # probability proportional to its squared distance from the first. Compare the empirical
+    # distribution of (first, second) with that law; the greedy default (2 + ln 2 = 2 candidates,
+    # the better kept) must be far from it, so the test can tell the two apart.
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0], [15.0]])
+    n = x.shape[0]
+    d2 = (x - x.t()).square()
+    exact = {(i, j): float(d2[i, j] / d2[i].sum()) / n for i in range(n) for j in range(n) if i != j}
+    runs = 3000
+
+    def tv(counts):
+        return 0.5 * sum(abs(counts.get(key, 0) / runs - p) for key, p in exact.items())
+
+    classic = tv(_pair_frequencies(x, method, 1, runs))
+    greedy = tv(_pair_frequencies(x, method, None, runs))
+    assert classic < 0.05, classic
+    assert greedy > 0.15, greedy
+
+
+def test_n_local_trials_sets_the_candidates_per_step_and_is_validated_everywhere():
+    from dream_plugin.clustering import run_kmeans
+    from dream_plugin.config import ConfigError
+    from dream_plugin.strategies.dream import KMeansOptions
+
+    assert n_trials_for(128) == 6 and n_trials_for(128, 1) == 1 and n_trials_for(10, 9) == 9
+    x = torch.randn(60, 4, generator=gen(0))
+    for bad in (0, -2, 1.5, True, "3"):
+        with pytest.raises(ValueError, match=r"n_local_trials must be None or an integer >= 1, got"):
+            kmeans(x, 3, n_local_trials=bad)
+        with pytest.raises(ValueError, match=r"n_local_trials must be None or an integer >= 1, got"):
+            kmeans_batched(x[None], 3, n_local_trials=bad)
+    with pytest.raises(ValueError, match=r"n_local_trials=2 is only available with backend 'torch'"):
+        run_kmeans(x, 3, backend="sklearn", n_local_trials=2)
+    with pytest.raises(ConfigError, match=r"n_local_trials: 0 is not allowed; expected an integer >= 1 or null"):
+        KMeansOptions(n_local_trials=0)
+    with pytest.raises(ConfigError, match=r"n_local_trials: 2 needs backend 'torch'"):
+        KMeansOptions(n_local_trials=2, backend="sklearn")
+    # every path takes it: single, batched, and each seeding method give valid distinct seeds
+    for seeding in ("direct", "pairwise", "blocked"):
+        res = kmeans(x, 7, generator=gen(1), seeding=seeding, n_local_trials=1)
+        assert res.labels.unique().numel() == 7
+        res_b = kmeans_batched(x[None], 7, generators=[gen(1)], seeding=seeding, n_local_trials=1)
+        assert res_b.inertia[0] == pytest.approx(res.inertia, rel=1e-4)
+
+
+def test_dream_strategy_and_precompute_take_n_local_trials_from_their_settings(
+    make_selector, tiny_pool, tiny_net, tmp_path, capsys
+):
+    from dream_plugin.cli import main
+
+    pool = torch.arange(tiny_pool.shape[0])
+    sel = make_selector(options={"dream": {"kmeans": {"n_local_trials": 1}}})
+    picks = sel.select(0, 3, pool, lambda p: tiny_pool[p], embed=tiny_net.embed, network=tiny_net)
+    assert sel.strategy("dream").options.kmeans.n_local_trials == 1
+    assert sorted((picks // 20).tolist()) == [0, 1, 2]  # three well-separated groups, one pick each
+    with pytest.raises(Exception, match="n_local_trials"):
+        make_selector(options={"dream": {"kmeans": {"n_local_trials": 0}}})
+    out = tmp_path / "picks.pt"
+    rc = main(["precompute", "--out", str(out), "--k", "2", "--synthetic", "2,10,3", "--n-local-trials", "0"])
+    assert rc != 0 and not out.exists()  # refused before any work
+    assert "n_local_trials: 0 is not allowed" in capsys.readouterr().err
+    assert main(["precompute", "--out", str(out), "--k", "2", "--synthetic", "2,10,3", "--n-local-trials", "1",
+                 "--no-progress"]) == 0
+    assert torch.load(out, weights_only=False)["kmeans"]["n_local_trials"] == 1
+
+
+@pytest.mark.parametrize("n_local_trials", [None, 1])
+def test_blocked_seeding_hands_lloyd_the_same_first_assignment_as_the_assignment_step(n_local_trials):
+    from dream_plugin.clustering import nearest_centroid
+    from dream_plugin.clustering.seeding import blocked_seeds_and_assignment
+
+    base = torch.randn(150, 16, generator=gen(3)) + 4 * torch.randint(0, 5, (150, 1), generator=gen(4))
+    x = torch.cat([base, base[:40]])  # duplicated rows: ties must go to the earlier seed
+    x = x - x.mean(0)
+    k = 25
+    idx, labels, dist = blocked_seeds_and_assignment(x, _row_sq_norms(x), k, gen(9), n_trials_for(k, n_local_trials))
+    ref_labels, ref_dist = nearest_centroid(x, x[idx])
+    assert torch.equal(labels, ref_labels)
+    assert torch.allclose(dist, ref_dist, atol=1e-3)
+    assert torch.equal(labels[idx], torch.arange(k))  # each seed is its own nearest
+    # and k-means from these seeds ends where the plain loop (which computes that assignment) ends
+    res = kmeans(x, k, generator=gen(9), seeding="blocked", n_local_trials=n_local_trials)
+    ref = kmeans(x, k, init=x[idx].clone(), generator=gen(9))
+    assert torch.equal(res.labels, ref.labels)
+    assert res.inertia == pytest.approx(ref.inertia, rel=1e-5)

@@ -219,6 +219,7 @@ def run_kmeans(
     chunk_size: int = 4096,
     precision: str = "fp32",
     seeding: str = "auto",
+    n_local_trials: int | None = None,
 ) -> KMeansResult:
     """Run k-means on ``x`` (N, D) with the chosen ``backend``; same result type for all.
 
@@ -244,12 +245,14 @@ def run_kmeans(
     if backend == "torch":
         return kmeans(
             x, n_clusters, max_iter=max_iter, tol=tol, init=init, generator=generator, chunk_size=chunk_size,
-            precision=precision, seeding=seeding,
+            precision=precision, seeding=seeding, n_local_trials=n_local_trials,
         )
     if precision != "fp32":
         raise ValueError(f"precision={precision!r} is only available with backend 'torch' (got {backend!r})")
     if seeding != "auto":
         raise ValueError(f"seeding={seeding!r} is only available with backend 'torch' (got {backend!r})")
+    if n_local_trials is not None:
+        raise ValueError(f"n_local_trials={n_local_trials!r} is only available with backend 'torch' (got {backend!r})")
     _import_backend(backend)  # fail early with the install hint, before any work
     x = _validate_x(x)
     k, max_iter, tol, chunk_size = _validate_common(x, n_clusters, max_iter, tol, chunk_size)

@@ -27,7 +27,7 @@ import torch
 from .distances import TRANSPOSED_MAX_K, _check_chunk_size, compute_dtype
 from .gram_lloyd import gram_lloyd
 from .grouping import count_by_label, sum_by_label
-from .seeding import choose_method, gram_matrix, greedy_kmeans_plusplus
+from .seeding import check_n_local_trials, choose_method, gram_matrix, greedy_kmeans_plusplus
 from .kmeans import (
     KMeansResult,
     _as_int,
@@ -136,13 +136,14 @@ def _row_mask(lens: list[int], n_max: int, device: torch.device) -> torch.Tensor
 # seeding
 # --------------------------------------------------------------------------- #
 def _kmeans_plusplus_batched(
-    xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator], method: str = "auto"
+    xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator], method: str = "auto",
+    n_local_trials: int | None = None,
 ) -> torch.Tensor:
     """Greedy k-means++ centres ``(B, K, D)`` for every problem at once (same draws as one by one).
 
     Padded rows carry zero weight, so they are never drawn and never count in the potential.
     """
-    idx = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, method=method)
+    idx = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, method=method, n_local_trials=n_local_trials)
     return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))
 
 
@@ -212,6 +213,7 @@ def kmeans_batched(
     chunk_size: int = 4096,
     precision: str = "fp32",
     seeding: str = "auto",
+    n_local_trials: int | None = None,
 ) -> BatchedKMeansResult:
     """k-means with ``n_clusters`` clusters for each of ``B`` padded problems ``x`` ``(B, N_max, D)``.
 
@@ -223,8 +225,8 @@ def kmeans_batched(
       (problems draw from it in turn) or None (nondeterministic).
     * Stopping, tolerance and empty-cluster handling are those of :func:`kmeans`, per problem.
     * ``chunk_size`` bounds the temporaries at about ``chunk_size * K`` elements (all problems
-      together); ``precision`` and ``seeding`` as in :func:`kmeans` (``'bf16'`` / ``'tf32'`` are
-      GPU options).
+      together); ``precision``, ``seeding`` and ``n_local_trials`` as in :func:`kmeans`
+      (``'bf16'`` / ``'tf32'`` are GPU options).
     """
     x, lens, k, gens = _validate_batch(x, lengths, n_clusters, generators)
     mi = _as_int(max_iter, "max_iter")
@@ -236,7 +238,8 @@ def kmeans_batched(
     chunk_size = _check_chunk_size(chunk_size)
     precision = _validate_precision(precision)
     b, n_max, d = x.shape
-    method = choose_method(n_max, k, b, seeding, x.device.type)  # validates seeding
+    n_local_trials = check_n_local_trials(n_local_trials)
+    method = choose_method(n_max, k, b, seeding, x.device.type, n_local_trials)  # validates seeding
     dev = x.device
     x = x.detach()
     mask = _row_mask(lens, n_max, dev)
@@ -285,13 +288,16 @@ def kmeans_batched(
     elif init == "k-means++" and precision == "fp32" and method == "pairwise":
         # small pools: the Gram matrix serves the seeding and then every Lloyd iteration
         gram = gram_matrix(xf)
-        seeds = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, gram=gram)
+        seeds = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, gram=gram, n_local_trials=n_local_trials)
         centers = None  # formed from the seed rows by _gram_fit
     elif init == "k-means++":
-        centers = _kmeans_plusplus_batched(xf, x_sq, lens, k, gens, method)
+        centers = _kmeans_plusplus_batched(xf, x_sq, lens, k, gens, method, n_local_trials)
     elif init == "k-means++-sampled":
         centers = torch.stack(
-            [_kmeans_plusplus_sampled(xf[i, :n], x_sq[i, :n], k, g, method) for i, (n, g) in enumerate(zip(lens, gens))]
+            [
+                _kmeans_plusplus_sampled(xf[i, :n], x_sq[i, :n], k, g, method, n_local_trials)
+                for i, (n, g) in enumerate(zip(lens, gens))
+            ]
         )
     else:
         raise ValueError(

@@ -1,8 +1,9 @@
 """Greedy k-means++ seeding, for one problem or a padded batch of problems.
 
-The seeding is sequential: each of the K steps draws ``2 + floor(ln K)`` candidates with
+The seeding is sequential: each of the K steps draws ``L = 2 + floor(ln K)`` candidates with
 probability proportional to the squared distance to the closest centre chosen so far, and keeps
-the one that lowers the potential most (scikit-learn's greedy variant). Each step needs the
+the one that lowers the potential most (scikit-learn's greedy variant; ``n_local_trials`` sets
+``L``, and ``L = 1`` is classic k-means++). Each step needs the
 squared distances from every point to its candidates. Three ways to get them:
 
 * ``'direct'``: one skinny matrix product ``candidates @ x^T`` per step. It reads all of ``x``
@@ -26,12 +27,14 @@ comes from the problems' own ``torch.Generator`` objects; global random state is
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 
 __all__ = [
-    "BLOCK", "SEEDING_METHODS", "PAIRWISE_MAX_ELEMENTS", "choose_method", "gram_matrix", "greedy_kmeans_plusplus", "n_trials_for",
+    "BLOCK", "SEEDING_METHODS", "PAIRWISE_MAX_ELEMENTS", "blocked_seeds_and_assignment", "check_n_local_trials", "choose_method", "gram_matrix",
+    "greedy_kmeans_plusplus", "n_trials_for",
 ]
 
 #: Accepted values of ``method``.
@@ -49,12 +52,29 @@ PAIRWISE_MAX_ELEMENTS = 2**25
 _SKINNY_SLOWDOWN = 3.0
 
 
-def n_trials_for(k: int) -> int:
-    """Candidates per greedy step: ``2 + floor(ln K)``, as in scikit-learn."""
-    return 2 + int(math.log(k))
+def check_n_local_trials(n_local_trials: object) -> int | None:
+    """Validate ``n_local_trials``: None (the default rule) or an integer >= 1."""
+    if n_local_trials is None:
+        return None
+    if isinstance(n_local_trials, bool) or not isinstance(n_local_trials, numbers.Integral) or n_local_trials < 1:
+        raise ValueError(f"n_local_trials must be None or an integer >= 1, got {n_local_trials!r}")
+    return int(n_local_trials)
 
 
-def choose_method(n: int, k: int, batch: int = 1, method: str = "auto", device_type: str = "cpu") -> str:
+def n_trials_for(k: int, n_local_trials: int | None = None) -> int:
+    """Candidates per greedy step: ``n_local_trials``, or ``2 + floor(ln K)`` (scikit-learn's rule) when None.
+
+    1 is classic (non-greedy) k-means++: about ``2 + ln K`` times less seeding work, at some cost in
+    inertia (docs/benchmarks.md, "Selection speed").
+    """
+    if n_local_trials is None:
+        return 2 + int(math.log(k))
+    return check_n_local_trials(n_local_trials)  # type: ignore[return-value]
+
+
+def choose_method(
+    n: int, k: int, batch: int = 1, method: str = "auto", device_type: str = "cpu", n_local_trials: int | None = None
+) -> str:
     """Resolve ``method`` to ``'direct'``, ``'pairwise'`` or ``'blocked'`` for ``batch`` problems of ``n`` rows.
 
     ``'auto'`` chooses ``'pairwise'`` when its one ``N x N x D`` product costs less than the
@@ -67,7 +87,7 @@ def choose_method(n: int, k: int, batch: int = 1, method: str = "auto", device_t
         raise ValueError(f"seeding method must be one of {', '.join(map(repr, SEEDING_METHODS))}, got {method!r}")
     if method != "auto":
         return method
-    steps_work = _SKINNY_SLOWDOWN * (k - 1) * n_trials_for(k)
+    steps_work = _SKINNY_SLOWDOWN * (k - 1) * n_trials_for(k, n_local_trials)
     if batch * n * n <= PAIRWISE_MAX_ELEMENTS and n < steps_work:
         return "pairwise"
     return "blocked" if device_type == "cpu" else "direct"
@@ -91,6 +111,7 @@ def greedy_kmeans_plusplus(
     lens: Sequence[int] | None = None,
     method: str = "auto",
     gram: torch.Tensor | None = None,
+    n_local_trials: int | None = None,
 ) -> torch.Tensor:
     """Row indices ``(B, K)`` of greedy k-means++ seeds for the padded problems ``xf`` ``(B, N, D)``.
 
@@ -100,16 +121,17 @@ def greedy_kmeans_plusplus(
     ``(K - 1) * L`` uniforms of the later steps in one call, so a problem makes the same choices
     alone or in a batch (up to rounding of the batched products). ``gram``: the problems' ``X X^T``
     ``(B, N, N)`` if the caller has it (then the pairwise path is taken), see :func:`gram_matrix`.
+    ``n_local_trials``: candidates per step (None: ``2 + floor(ln K)``; 1: classic k-means++).
     """
     b, n, _ = xf.shape
     dev = xf.device
     lens = [n] * b if lens is None else list(lens)
-    n_trials = n_trials_for(k)
-    resolved = "pairwise" if gram is not None else choose_method(n, k, b, method, dev.type)
+    n_trials = n_trials_for(k, n_local_trials)
+    resolved = "pairwise" if gram is not None else choose_method(n, k, b, method, dev.type, n_local_trials)
     if resolved == "blocked":
         out = torch.empty((b, k), dtype=torch.long, device=dev)
         for i, (m, g) in enumerate(zip(lens, gens)):  # rejection is per problem: one at a time
-            out[i] = _blocked_one(xf[i, :m], x_sq[i, :m], k, n_trials, g)
+            out[i] = blocked_seeds_and_assignment(xf[i, :m], x_sq[i, :m], k, g, n_trials)[0]
         return out
     first = torch.cat([torch.randint(m, (1,), generator=g, device=g.device).to(dev) for m, g in zip(lens, gens)])
     if k > 1:
@@ -161,8 +183,16 @@ def greedy_kmeans_plusplus(
     return chosen
 
 
-def _blocked_one(x: torch.Tensor, x_sq: torch.Tensor, k: int, n_trials: int, gen: torch.Generator) -> torch.Tensor:
-    """Greedy k-means++ seeds ``(K,)`` of one problem by blocked proposals and rejection (see module doc)."""
+def blocked_seeds_and_assignment(
+    x: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator, n_trials: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Greedy k-means++ seeds of one problem by blocked proposals and rejection (see module doc).
+
+    Returns ``(seed rows (K,), labels (N,), squared distances (N,))``: each point's nearest seed
+    and its distance, which the seeding has computed anyway (the chosen candidates' rows), so
+    the first Lloyd iteration can skip its assignment product. Ties go to the earlier seed, as in
+    the assignment step.
+    """
     n = x.shape[0]
     dev = x.device
     first = torch.randint(n, (1,), generator=gen, device=gen.device).to(dev)
@@ -177,6 +207,7 @@ def _blocked_one(x: torch.Tensor, x_sq: torch.Tensor, k: int, n_trials: int, gen
 
     closest = rows(first)[0]
     closest[first[0]] = 0  # exactly: |x|^2 - 2 x.x + |x|^2 may round to a tiny positive weight
+    labels = torch.zeros(n, dtype=torch.long, device=dev)
     last = n - 1
     buf_idx = torch.empty(0, dtype=torch.long, device=dev)
     buf_w = buf_rows = closest.new_empty(0)
@@ -203,9 +234,12 @@ def _blocked_one(x: torch.Tensor, x_sq: torch.Tensor, k: int, n_trials: int, gen
             need -= take.numel()
             buf_idx, buf_w, buf_rows = buf_idx[cut:], buf_w[cut:], buf_rows[cut:]
         cand = torch.cat(taken_idx)
-        dc = torch.minimum(torch.cat(taken_rows), closest.unsqueeze(0))
+        raw = torch.cat(taken_rows)
+        dc = torch.minimum(raw, closest.unsqueeze(0))
         best = torch.argmin(dc.sum(1, dtype=torch.float64))
         chosen[c] = cand[best]
+        labels.masked_fill_(raw[best] < closest, c)  # strictly nearer: ties keep the earlier seed
         closest = dc[best]
         closest[chosen[c]] = 0  # a chosen point can never be drawn again
-    return chosen
+        labels[chosen[c]] = c
+    return chosen, labels, closest

@@ -46,6 +46,8 @@ class KMeansOptions:
     """Distance matmuls: fp32, or on CUDA tf32 / bf16 (torch backend; CPU always runs fp32)."""
     seeding: Literal["auto", "direct", "pairwise", "blocked"] = "auto"
     """How k-means++ gets its distances (torch backend); pin one for the same picks on CPU and GPU."""
+    n_local_trials: int | None = None
+    """k-means++ candidates per step (torch backend): None is 2 + ln K (greedy), 1 classic k-means++."""
 
     def __post_init__(self) -> None:
         if self.max_iter < 1:
@@ -60,6 +62,15 @@ class KMeansOptions:
             )
         if self.seeding != "auto" and self.backend != "torch":
             raise ConfigError(f"seeding: {self.seeding!r} needs backend 'torch' (got backend {self.backend!r})")
+        if self.n_local_trials is not None:
+            if self.n_local_trials < 1:
+                raise ConfigError(
+                    f"n_local_trials: {self.n_local_trials!r} is not allowed; expected an integer >= 1 or null"
+                )
+            if self.backend != "torch":
+                raise ConfigError(
+                    f"n_local_trials: {self.n_local_trials!r} needs backend 'torch' (got backend {self.backend!r})"
+                )
 
 
 @dataclass(frozen=True)
@@ -258,6 +269,7 @@ class DreamStrategy(EmbeddingStrategy):
                 x, k, lengths=lengths, max_iter=opts.kmeans.max_iter, tol=opts.kmeans.tol, init=init,
                 generators=[m[1].request.generator for m in members], chunk_size=opts.kmeans.chunk_size,
                 precision=opts.kmeans.precision, seeding=opts.kmeans.seeding,
+                n_local_trials=opts.kmeans.n_local_trials,
             )
             shared = (time.perf_counter() - start) / len(members)
             for b, (i, plan, feats, secs, _) in enumerate(members):
@@ -275,5 +287,6 @@ class DreamStrategy(EmbeddingStrategy):
             feats, plan.k, backend=opts.kmeans.backend, max_iter=opts.kmeans.max_iter, tol=opts.kmeans.tol,
             init=warm if warm is not None else opts.kmeans.init, generator=request.generator,
             chunk_size=opts.kmeans.chunk_size, precision=opts.kmeans.precision, seeding=opts.kmeans.seeding,
+            n_local_trials=opts.kmeans.n_local_trials,
         )
         return self._finish(plan, feats, result, embed_seconds, start)
