@@ -202,8 +202,7 @@ def _pair_frequencies(x: torch.Tensor, method: str, n_local_trials, runs: int) -
     return counts
 
 
-@pytest.mark.parametrize("method", ["direct", "pairwise", "blocked"])
-def test_one_local_trial_is_classic_kmeans_plusplus(method):
+def test_one_local_trial_is_classic_kmeans_plusplus():
     # classic k-means++ (Arthur & Vassilvitskii): the first seed uniform, the second drawn with
     # probability proportional to its squared distance from the first. Compare the empirical
     # distribution of (first, second) with that law; the greedy default (2 + ln 2 = 2 candidates,
@@ -212,15 +211,17 @@ def test_one_local_trial_is_classic_kmeans_plusplus(method):
     n = x.shape[0]
     d2 = (x - x.t()).square()
     exact = {(i, j): float(d2[i, j] / d2[i].sum()) / n for i in range(n) for j in range(n) if i != j}
-    runs = 3000
 
-    def tv(counts):
+    def tv(counts, runs):
         return 0.5 * sum(abs(counts.get(key, 0) / runs - p) for key, p in exact.items())
 
-    classic = tv(_pair_frequencies(x, method, 1, runs))
-    greedy = tv(_pair_frequencies(x, method, None, runs))
-    assert classic < 0.05, classic
-    assert greedy > 0.15, greedy
+    classic = tv(_pair_frequencies(x, "direct", 1, 3000), 3000)
+    greedy = tv(_pair_frequencies(x, "direct", None, 1000), 1000)
+    assert classic < 0.05, classic  # 0.035 measured; sampling noise alone is about 0.03
+    assert greedy > 0.15, greedy  # 0.20 measured
+    # the other ways of getting the distances draw the same pairs from the same seeds
+    for method in ("pairwise", "blocked"):
+        assert _pair_frequencies(x, method, 1, 300) == _pair_frequencies(x, "direct", 1, 300), method
 
 
 def test_n_local_trials_sets_the_candidates_per_step_and_is_validated_everywhere():
