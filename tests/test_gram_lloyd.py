@@ -37,7 +37,7 @@ def test_gram_and_direct_lloyd_reach_the_same_clustering(sizes, dim, k):
     xs = [torch.randn(n, dim, generator=gen(n + dim)) + 2 * torch.randn(1, dim, generator=gen(n)) for n in sizes]
     xb, lens, g, d = _both(xs, k)
     assert g is not None
-    (cg, ig, vg), (cd, id_, vd) = g, d
+    (cg, ig, vg, ag), (cd, id_, vd, ad) = g, d
     assert ig == id_ and vg == vd  # same iteration counts and convergence flags
     for b, n in enumerate(lens):
         lab_g, dist_g = nearest_centroid(xb[b, :n], cg[b])
@@ -45,6 +45,11 @@ def test_gram_and_direct_lloyd_reach_the_same_clustering(sizes, dim, k):
         assert torch.equal(lab_g, lab_d)
         assert float(dist_g.sum()) == pytest.approx(float(dist_d.sum()), rel=1e-5)
         assert torch.allclose(cg[b], cd[b], atol=1e-4)
+        # a loop that stopped on unchanged labels hands back the assignment to its own centroids
+        for assigned in (ag, ad):
+            if assigned is not None:
+                assert torch.equal(assigned[0][b, :n], lab_g)
+                assert torch.allclose(assigned[1][b, :n], dist_g, rtol=1e-4, atol=1e-3)
 
 
 def test_empty_clusters_are_reseeded_on_the_farthest_points_as_in_the_direct_loop():
@@ -61,7 +66,7 @@ def test_a_donor_left_empty_falls_back_to_the_direct_loop():
     x = torch.tensor([[0.0], [10.0]])
     xb, x_sq, mask, lens, seeds, centers = _problem([x], 3, seeds=torch.tensor([[0, 1, 0]]))
     assert _gram_fit(xb, x_sq, gram_matrix(xb), seeds, mask, 3, 5, [0.0]) is None
-    direct, _, _ = _direct_fit(xb, x_sq, mask, lens, centers, 3, 5, [0.0], 4096, "fp32")
+    direct, _, _, _ = _direct_fit(xb, x_sq, mask, lens, centers, 3, 5, [0.0], 4096, "fp32")
     assert sorted(direct[0].flatten().tolist()) in ([0.0, 0.0, 10.0], [0.0, 10.0, 10.0])
     res = kmeans(x, 2, generator=gen(0))  # the public call answers on such tiny pools too
     assert res.inertia == pytest.approx(0.0, abs=1e-6)
@@ -115,3 +120,24 @@ def test_property_gram_lloyd_equals_direct_lloyd(sizes, dim, k_frac, seed):
         inert_d = float(nearest_centroid(xb[b, :n].double(), d[0][b].double())[1].sum())
         assert inert_g == pytest.approx(inert_d, rel=1e-4, abs=1e-4)
         assert g[1][b] == d[1][b]
+
+
+@pytest.mark.parametrize("seeding", ["pairwise", "direct"])
+def test_final_assignment_is_reused_only_when_every_problem_stopped_on_unchanged_labels(seeding):
+    # 'pairwise' runs the Gram loop, 'direct' the direct batched loop
+    xs = [torch.randn(n, 24, generator=gen(n)) + 3 * torch.randint(0, 4, (n, 1), generator=gen(n + 1)) for n in (80, 65)]
+    xb, x_sq, mask, lens, seeds, centers = _problem(xs, 6, seed=2)
+    for tol, reused in ((0.0, True), (1e9, False)):  # tol=1e9 stops on the shift after one iteration
+        tol_abs = [tol] * 2
+        if seeding == "pairwise":
+            out = _gram_fit(xb, x_sq, gram_matrix(xb), seeds, mask, 6, 100, tol_abs)
+        else:
+            out = _direct_fit(xb, x_sq, mask, lens, centers, 6, 100, tol_abs, 4096, "fp32")
+        assert (out[3] is not None) == reused, tol
+        # the public result's labels and inertia belong to its centroids either way
+        res = kmeans_batched(xb, 6, lengths=lens, generators=[gen(2), gen(3)], tol=tol, seeding=seeding)
+        for b, n in enumerate(lens):
+            lab, dist = nearest_centroid(xb[b, :n], res.centroids[b])
+            assert torch.equal(res.labels[b, :n], lab)
+            assert res.inertia[b] == pytest.approx(float(dist.sum(dtype=torch.float64)), rel=1e-4)
+            assert bool((res.labels[b, n:] == -1).all())

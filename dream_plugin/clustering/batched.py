@@ -312,9 +312,11 @@ def kmeans_batched(
         if centers is None:  # the Gram loop gave up (degenerate re-seeding): start over from the seeds
             centers = torch.gather(xf, 1, seeds.unsqueeze(2).expand(-1, -1, d))
         fitted = _direct_fit(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size, precision)
-    out_centers, n_iter, converged = fitted
-    # final E-step in full precision: labels / inertia are those of the returned centroids
-    labels, dist = _nearest_batched(xf, x_sq, out_centers, rows)
+    out_centers, n_iter, converged, assigned = fitted
+    if assigned is not None:  # every problem stopped with unchanged labels: the last assignment is final
+        labels, dist = assigned
+    else:  # final E-step in full precision: labels / inertia are those of the returned centroids
+        labels, dist = _nearest_batched(xf, x_sq, out_centers, rows)
     labels = labels.masked_fill_(~mask, -1)
     inertia = (dist * mask).sum(1, dtype=torch.float64).tolist()
     return BatchedKMeansResult(
@@ -330,7 +332,7 @@ def kmeans_batched(
 def _gram_fit(
     xf: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor, seeds: torch.Tensor, mask: torch.Tensor,
     k: int, max_iter: int, tol_abs: list[float],
-) -> tuple[torch.Tensor, list[int], list[bool]] | None:
+) -> tuple[torch.Tensor, list[int], list[bool], tuple[torch.Tensor, torch.Tensor] | None] | None:
     """Lloyd on the Gram matrix from the seed rows (see :mod:`.gram_lloyd`)."""
     b, n, d = xf.shape
     rows = (seeds + torch.arange(b, device=xf.device).unsqueeze(1) * n).reshape(-1)
@@ -344,8 +346,12 @@ def _gram_fit(
 def _direct_fit(
     xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
     mi: int, tol_abs: list[float], chunk_size: int, precision: str,
-) -> tuple[torch.Tensor, list[int], list[bool]]:
-    """Lloyd with ``X C^T`` products; converged problems leave the batch."""
+) -> tuple[torch.Tensor, list[int], list[bool], tuple[torch.Tensor, torch.Tensor] | None]:
+    """Lloyd with ``X C^T`` products; converged problems leave the batch.
+
+    The last element is ``(labels, squared distances)`` to the returned centroids when every
+    problem stopped with its labels unchanged in full float32 (see :func:`.gram_lloyd`), else None.
+    """
     b = xf.shape[0]
     dev = xf.device
     rows = max(1, chunk_size // b)
@@ -356,6 +362,10 @@ def _direct_fit(
     wx, wsq, wmask, wc = xf, x_sq, mask, centers
     wtol = torch.tensor(tol_abs, dtype=torch.float64)
     prev_labels: torch.Tensor | None = None
+    n_max = xf.shape[1]
+    out_labels = torch.empty((b, n_max), dtype=torch.long, device=dev)
+    out_dist = xf.new_empty((b, n_max))
+    n_strict = 0  # problems that stopped with unchanged labels (their assignment is final)
     with matmul_precision(precision, dev):
         low = precision == "bf16" and dev.type == "cuda"
         lowp = _low_precision_copy(wx, wmask, lens, active) if low else None
@@ -383,6 +393,9 @@ def _direct_fit(
                 for j in finished:
                     out_centers[active[j]] = wc[j]
                     converged[active[j]] = True
+                    if bool(same[j]):
+                        out_labels[active[j]], out_dist[active[j]] = labels[j], dist[j]
+                        n_strict += 1
                 keep = (~done).nonzero().flatten()
                 if keep.numel() == 0:
                     active = []
@@ -396,7 +409,8 @@ def _direct_fit(
             prev_labels = labels
         for j, pid in enumerate(active):  # max_iter reached
             out_centers[pid] = wc[j]
-    return out_centers, n_iter, converged
+    exact = precision == "fp32" or dev.type != "cuda"  # tf32 / bf16 labels are recomputed in float32
+    return out_centers, n_iter, converged, ((out_labels, out_dist) if n_strict == b and exact else None)
 
 
 def _low_precision_copy(

@@ -55,8 +55,12 @@ def gram_lloyd(
     mask: torch.Tensor | None,
     max_iter: int,
     tol_abs: list[float],
-) -> tuple[torch.Tensor, list[int], list[bool]] | None:
-    """Run Lloyd from the starting centroids; return ``(centroids (B, K, D), n_iter, converged)``.
+) -> tuple[torch.Tensor, list[int], list[bool], tuple[torch.Tensor, torch.Tensor] | None] | None:
+    """Run Lloyd from the starting centroids; return ``(centroids (B, K, D), n_iter, converged, assigned)``.
+
+    ``assigned`` is ``(labels (B, N), squared distances (B, N))`` to the returned centroids when
+    every problem stopped because its labels no longer changed (then the last assignment already
+    belongs to the returned centroids and the caller can skip a final one), else None.
 
     ``gram`` ``(B, N, N)`` and ``xf`` ``(B, N, D)`` the problems; ``x_sq`` ``(B, N)``; ``dots``
     ``(B, N, K)`` = ``x_i . c_k`` for the starting ``centers`` ``(B, K, D)``; ``mask`` ``(B, N)``
@@ -70,6 +74,9 @@ def gram_lloyd(
     n_iter = [0] * b
     converged = [False] * b
     done = torch.zeros(b, dtype=torch.bool)
+    strict = torch.zeros(b, dtype=torch.bool)  # stopped with labels unchanged
+    out_labels = torch.empty((b, n), dtype=torch.long, device=xf.device)
+    out_dist = xf.new_empty((b, n))
     prev_labels: torch.Tensor | None = None
     tol_t = torch.tensor(tol_abs, dtype=torch.float64)
     x_sq_col = x_sq.unsqueeze(2)
@@ -116,8 +123,11 @@ def gram_lloyd(
         finished = active & (same | (shift <= tol_t))
         for j in finished.nonzero().flatten().tolist():
             converged[j] = True
+            if bool(same[j]):
+                out_labels[j], out_dist[j] = labels[j], min_dist[j]
+        strict |= finished & same
         done |= finished
         if bool(done.all()):
             break
         prev_labels = labels
-    return centers, n_iter, converged
+    return centers, n_iter, converged, ((out_labels, out_dist) if bool(strict.all()) else None)
