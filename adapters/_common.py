@@ -44,12 +44,15 @@ def check_class_n(c: Any, n: Any) -> tuple[int, int]:
     return int(c), int(n)
 
 
-def host_call(selector: Selector, kind: str, c: int, n: int, pool_size: int, fn: Callable[[], Any]) -> Any:
-    """Run the host's own sampler and record it (observers see both arms)."""
+def host_call(
+    selector: Selector, kind: str, c: int, n: int, pool_size: int, fn: Callable[[], Any],
+    answered_by: str = "host sampler", note: str = "",
+) -> Any:
+    """Run the host's own sampler and record it (observers see both arms, and pass-through fetches)."""
     start = time.perf_counter()
     out = fn()
     selector.record_host_call(
-        kind, c, n, time.perf_counter() - start, answered_by="host sampler", pool_size=pool_size
+        kind, c, n, time.perf_counter() - start, answered_by=answered_by, pool_size=pool_size, note=note
     )
     return out
 

@@ -150,9 +150,12 @@ class ClassLoaderAdapter:
         if k in self.init_sizes:
             return self._answer("init", c, k, given, ipc)
         size = self._class_size(c, required=False)
-        if size is not None and k == size:
-            return self.loader.class_sample(c, ipc)  # whole class: a fetch, not a selection
         kind = "match" if self.init_sizes else "init"
+        if size is not None and k == size:  # whole class: a fetch, not a selection (recorded as such)
+            return host_call(
+                self.selector, kind, c, k, size, lambda: self.loader.class_sample(c, ipc),
+                answered_by="host loader", note="whole class: n equals the class size, nothing to select",
+            )
         return self._answer(kind, c, k, given, ipc)
 
     def init_sample(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ the A/B switch in the config: with the ``random`` strategy it simply iterates th
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -120,12 +121,34 @@ class RepresentativeBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.fallback is not None and uses_host(self.selector, "match"):
-            yield from self.fallback
+            yield from self._host_batches()
             return
         for batch in self.sampler:
             idx = torch.as_tensor(batch, dtype=torch.int64)
             yield self.images[idx.to(self.images.device)], self.labels[idx]
 
+    def _host_batches(self) -> Iterator[Any]:
+        """The host loader's batches, untouched, each recorded (class_id -1: a batch of every class)."""
+        batches = iter(self.fallback)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            n = _batch_size(batch)
+            self.selector.record_host_call(
+                "match", -1, n, time.perf_counter() - start, answered_by="host loader",
+                pool_size=int(self.labels.numel()), note="expert-training batch from the host's own loader",
+            )
+            yield batch
+
     @property
     def records(self) -> list:
         return self.selector.records
+
+
+def _batch_size(batch: Any) -> int:
+    """Items in a loader batch: the first dimension of its first tensor (0 if none is found)."""
+    first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() > 0 else 0

@@ -67,7 +67,12 @@ class SelectionResult:
 
 @dataclass(frozen=True)
 class SelectionRecord:
-    """Diagnostics sent to ``dream_selection_done`` observers after every selection."""
+    """Diagnostics sent to ``dream_selection_done`` observers after every selection.
+
+    Draws the host's own sampler or loader answered are recorded too (``answered_by`` names it,
+    ``note`` says why when it is not the A/B random arm, e.g. a whole-class fetch). ``class_id``
+    is -1 for a batch that mixes every class (an expert-training batch from the host's loader).
+    """
 
     strategy: str
     kind: str
@@ -84,6 +89,7 @@ class SelectionRecord:
     cluster_seconds: float
     embed_source: str
     answered_by: str
+    note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict

@@ -288,8 +288,12 @@ class Selector:
         *,
         pool_size: int = 0,
         strategy: str | None = None,
+        note: str = "",
     ) -> SelectionRecord:
-        """Record a draw the host's own sampler made (the A/B random arm) and notify observers."""
+        """Record a draw the host's own sampler made (the A/B random arm, or a pass-through fetch) and notify observers.
+
+        ``class_id`` -1 stands for a batch of every class; ``note`` says why the host answered.
+        """
         if kind not in CALL_KINDS:
             raise ValueError(f"kind: {kind!r} is not allowed; expected one of {', '.join(CALL_KINDS)}")
         call_key = (kind, int(class_id))
@@ -299,7 +303,7 @@ class Selector:
             strategy=strategy or self.strategy_name(kind), kind=kind, class_id=int(class_id), n=int(n),
             pool_size=int(pool_size), step=call_index, seconds=float(seconds), reclustered=False,
             kmeans_iterations=None, inertia=None, duplicates_resolved=0, embed_seconds=0.0,
-            cluster_seconds=0.0, embed_source="none", answered_by=answered_by,
+            cluster_seconds=0.0, embed_source="none", answered_by=answered_by, note=note,
         )
         self.records.append(record)
         self._notify(record)
