@@ -302,6 +302,7 @@ def test_gpu_benchmark_script_runs_on_cpu():
     assert "| ours fp32, one class |" in out.stdout
     assert "full re-selection fp32" in out.stdout
     assert "seeding=pairwise (Gram path)" in out.stdout
+    assert "full re-selection fp32, n_local_trials=1" in out.stdout
 
 
 @pytest.mark.quick
