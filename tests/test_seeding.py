@@ -290,3 +290,22 @@ def test_blocked_seeding_hands_lloyd_the_same_first_assignment_as_the_assignment
     ref = kmeans(x, k, init=x[idx].clone(), generator=gen(9))
     assert torch.equal(res.labels, ref.labels)
     assert res.inertia == pytest.approx(ref.inertia, rel=1e-5)
+
+
+@pytest.mark.parametrize("shift", [0.0, 500.0])  # near the origin (used as is) and far (centred)
+@pytest.mark.parametrize("seeding", ["direct", "pairwise", "blocked"])
+def test_kmeans_never_writes_into_the_callers_tensor(seeding, shift):
+    for dtype in (torch.float32, torch.float16):
+        x = (torch.randn(120, 8, generator=gen(1)) + shift).to(dtype)
+        before = x.clone()
+        res = kmeans(x, 6, generator=gen(2), seeding=seeding)
+        res_b = kmeans_batched(x[None], 6, generators=[gen(2)], seeding=seeding)
+        assert torch.equal(x, before), (seeding, shift, dtype)
+        assert res.centroids.dtype == dtype and res_b.centroids.dtype == dtype
+        # centroids come back in the caller's frame, not the centred one: the reported inertia is
+        # that of the returned centroids (to float16 rounding of the centroids)
+        from dream_plugin.clustering import nearest_centroid
+
+        for r, c in ((res.inertia, res.centroids), (res_b.inertia[0], res_b.centroids[0])):
+            recomputed = float(nearest_centroid(x.double(), c.double())[1].sum())
+            assert recomputed == pytest.approx(r, rel=1e-2), (seeding, shift, dtype)
