@@ -81,10 +81,16 @@ def gram_lloyd(
     tol_t = torch.tensor(tol_abs, dtype=torch.float64)
     x_sq_col = x_sq.unsqueeze(2)
     c_sq = torch.linalg.vector_norm(centers, dim=-1).square_()
-    # scratch buffers reused by every iteration
+    # scratch buffers reused by every iteration (on the CPU a fresh multi-megabyte tensor costs
+    # page faults each time): the new centroids and dot products are written into the spare half
+    # of a pair of buffers, which then swap with the current ones
     dist = xf.new_empty((b, n, k))
     gram_buf = xf.new_empty((b * k + 1, n)) if xf.device.type == "cpu" else None
     x_buf = xf.new_empty((b * k + 1, xf.shape[2])) if xf.device.type == "cpu" else None
+    centers = centers.contiguous()
+    spare_centers = torch.empty_like(centers)
+    diff = torch.empty_like(centers)
+    spare_dots = xf.new_empty((b, k, n))  # stored (B, K, N); used through its (B, N, K) transpose
     for it in range(max_iter):
         torch.add(x_sq_col, c_sq.unsqueeze(1), out=dist).add_(dots, alpha=-2.0)  # (B, N, K)
         min_dist, labels = dist.min(dim=2)
@@ -97,10 +103,12 @@ def gram_lloyd(
         if has_empty.any():
             counts = count_by_label(new_members, mask, k)
         denom = counts.clamp(min=1).to(gram.dtype).unsqueeze(2)  # (B, K, 1)
-        new_centers = sum_by_label(xf, new_members, mask, k, buf=x_buf) / denom
+        new_centers = torch.div(sum_by_label(xf, new_members, mask, k, buf=x_buf), denom, out=spare_centers)
         # new dot products: rows of G summed by cluster (G is symmetric), over the cluster's size
-        new_dots = (sum_by_label(gram, new_members, mask, k, buf=gram_buf) / denom).transpose(1, 2)
-        shift = torch.linalg.vector_norm(new_centers - centers, dim=(1, 2)).double().square_().cpu()
+        new_dots = torch.div(sum_by_label(gram, new_members, mask, k, buf=gram_buf), denom, out=spare_dots)
+        new_dots = new_dots.transpose(1, 2)
+        shift = torch.linalg.vector_norm(torch.sub(new_centers, centers, out=diff), dim=(1, 2))
+        shift = shift.double().square_().cpu()
         same = torch.zeros(b, dtype=torch.bool)
         if prev_labels is not None:
             same = (labels == prev_labels)
@@ -114,12 +122,14 @@ def gram_lloyd(
         new_c_sq = torch.linalg.vector_norm(new_centers, dim=-1).square_()
         keep = same | done
         if bool(keep.any()):
-            keep_old = keep.to(gram.device)
-            centers = torch.where(keep_old.view(-1, 1, 1), centers, new_centers)
-            dots = torch.where(keep_old.view(-1, 1, 1), dots, new_dots)
-            c_sq = torch.where(keep_old.unsqueeze(1), c_sq, new_c_sq)
-        else:
-            centers, dots, c_sq = new_centers, new_dots, new_c_sq
+            kept = keep.nonzero().flatten().to(gram.device)
+            new_centers[kept] = centers[kept]
+            new_dots[kept] = dots[kept]
+            new_c_sq[kept] = c_sq[kept]
+        # swap: this iteration's buffers become the spares the next one writes into
+        spare_centers, centers = centers, new_centers
+        spare_dots, dots = dots.transpose(1, 2), new_dots
+        c_sq = new_c_sq
         finished = active & (same | (shift <= tol_t))
         for j in finished.nonzero().flatten().tolist():
             converged[j] = True
