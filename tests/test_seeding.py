@@ -309,3 +309,22 @@ def test_kmeans_never_writes_into_the_callers_tensor(seeding, shift):
         for r, c in ((res.inertia, res.centroids), (res_b.inertia[0], res_b.centroids[0])):
             recomputed = float(nearest_centroid(x.double(), c.double())[1].sum())
             assert recomputed == pytest.approx(r, rel=1e-2), (seeding, shift, dtype)
+
+
+@pytest.mark.parametrize("shift", [0.0, 500.0])
+def test_kmeans_batched_may_centre_a_scratch_copy_in_place_with_the_same_result(shift):
+    xs = [torch.randn(n, 12, generator=gen(n)) + shift for n in (90, 70)]
+    xb, lens = pad_problems(xs)
+    xb[1, 70:] = 7.0  # padding need not be zero: it is ignored
+    before = xb.clone()
+    ref = kmeans_batched(xb, 5, lengths=lens, generators=[gen(1), gen(2)])
+    assert torch.equal(xb, before)  # by default x is never written
+    scratch = xb.clone()
+    res = kmeans_batched(scratch, 5, lengths=lens, generators=[gen(1), gen(2)], overwrite_x=True)
+    assert torch.equal(res.labels, ref.labels)
+    assert torch.allclose(res.centroids, ref.centroids)
+    assert res.inertia == pytest.approx(ref.inertia, rel=1e-6)
+    # far from the origin the copy was centred in place (that is the copy it saves); near it, the
+    # real rows are untouched (padded rows may be zeroed in place)
+    real = torch.arange(xb.shape[1]).unsqueeze(0) < lens.unsqueeze(1)
+    assert torch.equal(scratch[real], xb[real]) == (shift == 0.0)

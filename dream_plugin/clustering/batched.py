@@ -214,6 +214,7 @@ def kmeans_batched(
     precision: str = "fp32",
     seeding: str = "auto",
     n_local_trials: int | None = None,
+    overwrite_x: bool = False,
 ) -> BatchedKMeansResult:
     """k-means with ``n_clusters`` clusters for each of ``B`` padded problems ``x`` ``(B, N_max, D)``.
 
@@ -227,6 +228,9 @@ def kmeans_batched(
     * ``chunk_size`` bounds the temporaries at about ``chunk_size * K`` elements (all problems
       together); ``precision``, ``seeding`` and ``n_local_trials`` as in :func:`kmeans`
       (``'bf16'`` / ``'tf32'`` are GPU options).
+    * ``overwrite_x``: the caller's ``x`` is a scratch copy (as ``pad_problems`` makes), so problems
+      far from the origin may be centred in place in it instead of in a copy of the whole batch
+      (x's contents are then not the input any more). Off by default: ``x`` is never written.
     """
     x, lens, k, gens = _validate_batch(x, lengths, n_clusters, generators)
     mi = _as_int(max_iter, "max_iter")
@@ -244,15 +248,19 @@ def kmeans_batched(
     x = x.detach()
     mask = _row_mask(lens, n_max, dev)
     xf = x.to(compute_dtype(x.dtype))
+    owned = bool(overwrite_x) or xf.data_ptr() != x.data_ptr()  # xf may be written in place
     padded = not bool(mask.all())
-    if padded:
-        xf = torch.where(mask.unsqueeze(2), xf, torch.zeros((), dtype=xf.dtype, device=dev))  # padded rows: 0
+    if padded:  # padded rows: 0
+        if owned:
+            xf.masked_fill_(~mask.unsqueeze(2), 0)
+        else:
+            xf = torch.where(mask.unsqueeze(2), xf, torch.zeros((), dtype=xf.dtype, device=dev))
+            owned = True
     # cheap screen first (a NaN/inf makes its row sum non-finite), exact check only if it fails
     if not bool(torch.isfinite(xf.sum(dim=2)).all()) and not bool(torch.isfinite(xf).all()):
         raise ValueError("x contains NaN or inf values in its real rows")
     # as in kmeans: a problem whose mean is farther from the origin than its spread is centred on
     # the mean of its real rows (padded rows stay zero); the others are left as they are
-    owned = xf.data_ptr() != x.data_ptr()
     lens_dev = torch.tensor(lens, device=dev, dtype=xf.dtype).view(-1, 1, 1)
     lens_t = torch.tensor(lens, device=dev, dtype=torch.float64)
     mu = xf.sum(dim=1, keepdim=True) / lens_dev  # (B, 1, D); any point near the centre will do

@@ -269,7 +269,7 @@ class DreamStrategy(EmbeddingStrategy):
                 x, k, lengths=lengths, max_iter=opts.kmeans.max_iter, tol=opts.kmeans.tol, init=init,
                 generators=[m[1].request.generator for m in members], chunk_size=opts.kmeans.chunk_size,
                 precision=opts.kmeans.precision, seeding=opts.kmeans.seeding,
-                n_local_trials=opts.kmeans.n_local_trials,
+                n_local_trials=opts.kmeans.n_local_trials, overwrite_x=True,  # x is pad_problems' own copy
             )
             shared = (time.perf_counter() - start) / len(members)
             for b, (i, plan, feats, secs, _) in enumerate(members):
