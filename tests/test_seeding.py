@@ -171,19 +171,27 @@ def test_kmeans_centres_the_data_so_points_far_from_the_origin_stay_apart(seedin
 
 
 def test_kmeans_centres_only_data_far_from_the_origin_and_scales_the_tolerance_by_the_variance():
-    from dream_plugin.clustering.kmeans import _centre_if_far
+    from dream_plugin.clustering.centring import centre_far_problems
 
     g = torch.Generator().manual_seed(0)
     near = torch.randn(300, 16, generator=g) * 2 + 0.5  # offset 0.5 per feature, spread 2
     far = near + 1000.0
     for x, centred in ((near, False), (far, True)):
         before = x.clone()
-        xf, x_sq, mu, mean_var = _centre_if_far(x, owned=False)
+        xf, x_sq, mu, mean_var = centre_far_problems(x[None], [300], None, owned=False)
         assert (mu is not None) == centred
         assert torch.equal(x, before)  # the caller's tensor is never written
         want = float(torch.var(x.double(), dim=0, correction=0).mean())
-        assert mean_var == pytest.approx(want, rel=1e-4)
-        assert torch.allclose(x_sq, xf.square().sum(1), rtol=1e-5)
+        assert float(mean_var[0]) == pytest.approx(want, rel=1e-4)
+        assert torch.allclose(x_sq[0], xf[0].square().sum(1), rtol=1e-5)
+    # one batch holding both: only the far problem is centred, padded rows stay zero
+    xb, lens = pad_problems([near, far[:250]])
+    xf, x_sq, mu, mean_var = centre_far_problems(xb.clone(), lens.tolist(), None, owned=True)
+    assert torch.equal(xf[0], near) and float(mu[0].abs().max()) == 0.0
+    real = torch.arange(300).unsqueeze(0) < lens.unsqueeze(1)
+    xf, _, _, _ = centre_far_problems(xb.clone(), lens.tolist(), real, owned=True)
+    assert bool((xf[1, 250:] == 0).all())  # padded rows stay zero
+    assert float(xf[1, :250].mean(0).abs().max()) < 1e-2  # the far problem is centred on its real rows
     # same clustering either way: the shift only moves the centroids
     a = kmeans(near, 4, generator=torch.Generator().manual_seed(1))
     b = kmeans(far, 4, generator=torch.Generator().manual_seed(1))

@@ -27,6 +27,7 @@ import torch
 from .distances import TRANSPOSED_MAX_K, _check_chunk_size, compute_dtype
 from .gram_lloyd import gram_lloyd
 from .grouping import count_by_label, sum_by_label
+from .centring import centre_far_problems
 from .seeding import check_n_local_trials, choose_method, gram_matrix, greedy_kmeans_plusplus
 from .kmeans import (
     KMeansResult,
@@ -259,27 +260,10 @@ def kmeans_batched(
     # cheap screen first (a NaN/inf makes its row sum non-finite), exact check only if it fails
     if not bool(torch.isfinite(xf.sum(dim=2)).all()) and not bool(torch.isfinite(xf).all()):
         raise ValueError("x contains NaN or inf values in its real rows")
-    # as in kmeans: a problem whose mean is farther from the origin than its spread is centred on
-    # the mean of its real rows (padded rows stay zero); the others are left as they are
-    lens_dev = torch.tensor(lens, device=dev, dtype=xf.dtype).view(-1, 1, 1)
-    lens_t = torch.tensor(lens, device=dev, dtype=torch.float64)
-    mu = xf.sum(dim=1, keepdim=True) / lens_dev  # (B, 1, D); any point near the centre will do
-    x_sq = torch.linalg.vector_norm(xf, dim=2).square_()  # (B, N), no (B, N, D) temporary
-    offset = mu.squeeze(1).square().sum(1, dtype=torch.float64)
-    far = offset > x_sq.sum(1, dtype=torch.float64) / lens_t - offset  # (B,): offset > total variance
-    if bool(far.any()):
-        mu = mu * far.view(-1, 1, 1).to(mu.dtype)  # problems near the origin subtract 0
-        xf = xf.sub_(mu) if owned else xf - mu
-        if padded:
-            xf.masked_fill_(~mask.unsqueeze(2), 0)
-        x_sq = torch.linalg.vector_norm(xf, dim=2).square_()
-        mean_sq = x_sq.sum(1, dtype=torch.float64) / lens_t
-        total_var = torch.where(far, mean_sq, mean_sq - offset)
-    else:
-        mu = None
-        total_var = x_sq.sum(1, dtype=torch.float64) / lens_t - offset
+    # problems far from the origin are centred (see .centring); padded rows stay zero
+    xf, x_sq, mu, mean_var = centre_far_problems(xf, lens, mask if padded else None, owned)
     # per-problem scale of the tolerance: mean feature variance over the real rows
-    tol_abs = (tol * total_var / d).tolist()
+    tol_abs = (tol * mean_var).tolist()
 
     gram = seeds = None
     if isinstance(init, torch.Tensor):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .centring import centre_far_problems
 from .distances import _check_chunk_size, _nearest, _row_sq_norms, compute_dtype
 from .grouping import sum_by_label
 from .seeding import blocked_seeds_and_assignment, check_n_local_trials, choose_method, greedy_kmeans_plusplus, n_trials_for
@@ -169,28 +170,6 @@ def _validate_init(init: object, x: torch.Tensor, k: int) -> str | torch.Tensor:
     if not bool(torch.isfinite(init).all()):
         raise ValueError("init tensor contains NaN or inf values")
     return init
-
-
-def _centre_if_far(xf: torch.Tensor, owned: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
-    """Centre ``xf`` on its mean when its offset from the origin exceeds its spread.
-
-    ``|x|^2 - 2 x.c + |c|^2`` loses the digits of ``|mean|^2`` to cancellation; when the mean's
-    squared norm is at most the total variance, the loss is under one bit and the ``(N, D)``
-    copy (tens of ms on a 40 MB pool: its pages are fresh) is skipped. ``owned``: ``xf`` is our
-    own copy (a dtype conversion), so it may be centred in place. Returns ``(xf, |x|^2 per row,
-    the mean subtracted or None, mean feature variance)``; the variance scales the tolerance.
-    """
-    n, d = xf.shape
-    x_sq = _row_sq_norms(xf)
-    mu = xf.mean(dim=0, keepdim=True)
-    offset = float(mu.square().sum(dtype=torch.float64))
-    total_var = float(x_sq.sum(dtype=torch.float64)) / n - offset
-    if offset <= total_var:
-        return xf, x_sq, None, total_var / d
-    xf = xf.sub_(mu) if owned else xf - mu
-    x_sq = _row_sq_norms(xf)
-    # centred: the mean squared norm is the total variance (up to the float32 mean's rounding)
-    return xf, x_sq, mu, float(x_sq.sum(dtype=torch.float64)) / (n * d)
 
 
 def _make_generator(generator: torch.Generator | None) -> torch.Generator:
@@ -351,8 +330,9 @@ def kmeans(
     xf = x.to(compute_dtype(x.dtype))
     # data far from the origin are centred first (as scikit-learn does): distances do not change,
     # but |x|^2 - 2 x.c + |c|^2 keeps its precision
-    xf, x_sq, mu, mean_var = _centre_if_far(xf, owned=xf.data_ptr() != x.data_ptr())
-    tol_abs = tol * mean_var
+    xb, x_sq, mu, mean_var = centre_far_problems(xf.unsqueeze(0), [xf.shape[0]], None, xf.data_ptr() != x.data_ptr())
+    xf, x_sq, mu = xb[0], x_sq[0], (mu[0] if mu is not None else None)
+    tol_abs = tol * float(mean_var[0])
 
     n = xf.shape[0]
     labels = torch.empty(n, dtype=torch.long, device=xf.device)
