@@ -257,9 +257,7 @@ def _cluster_class(feats: torch.Tensor, c: int, ks: tuple[int, ...], seed: int, 
         if k > feats.shape[0]:
             raise ValueError(f"class {c} has {feats.shape[0]} items, fewer than K={k}; use K <= {feats.shape[0]}")
         gen = torch.Generator(device=feats.device).manual_seed(derive_seed(seed, "precompute", c, k))
-        res = run_kmeans(feats, k, backend=km.backend, max_iter=km.max_iter, tol=km.tol, init=km.init, generator=gen,
-                         chunk_size=km.chunk_size, precision=km.precision, seeding=km.seeding,
-                         n_local_trials=km.n_local_trials)
+        res = run_kmeans(feats, k, backend=km.backend, init=km.init, generator=gen, **km.engine_settings())
         pos, _ = nearest_unique(feats, res.centroids, chunk_size=km.chunk_size)
         out["picks"][k] = pos.to("cpu", torch.int64)
         if keep_centroids:

@@ -146,8 +146,7 @@ class Selector:
         prepared_seconds = 0.0
         if prepared is not None:
             request.context["prepared"], prepared_seconds = prepared
-        hook = self.pm.hook.select_init_batch if request.kind == "init" else self.pm.hook.select_real_batch
-        hook_name = "select_init_batch" if request.kind == "init" else "select_real_batch"
+        hook, hook_name = self._hook_for(request.kind)
         start = time.perf_counter()
 
         def run_hook() -> Any:
@@ -172,6 +171,11 @@ class Selector:
         self.records.append(record)
         self._notify(record)
         return positions
+
+    def _hook_for(self, kind: str) -> tuple[Any, str]:
+        """The selection hook that answers calls of ``kind``, and its name (for error messages)."""
+        name = "select_init_batch" if kind == "init" else "select_real_batch"
+        return getattr(self.pm.hook, name), name
 
     def _new_request(
         self,
@@ -237,7 +241,7 @@ class Selector:
         strategy = self.strategy(name)
         if not callable(getattr(strategy, "select_many", None)):
             return
-        hook = self.pm.hook.select_init_batch if kind == "init" else self.pm.hook.select_real_batch
+        hook, hook_name = self._hook_for(kind)
         if any(impl.plugin_name != builtin.BUILTIN_PLUGIN_NAME for impl in hook.get_hookimpls()):
             return
         built = [self._new_request(c, n, pool_of[c], load_of[c], **kw) for c in class_ids]
@@ -245,7 +249,6 @@ class Selector:
         try:
             results = strategy.select_many([r for r, _, _ in built])
         except Exception as exc:
-            hook_name = "select_init_batch" if kind == "init" else "select_real_batch"
             raise self._attribute_error(exc, hook_name, name) from exc
         share = (time.perf_counter() - start) / len(built)
         for (request, _, call_index), result in zip(built, results):

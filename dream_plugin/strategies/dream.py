@@ -49,6 +49,17 @@ class KMeansOptions:
     n_local_trials: int | None = None
     """k-means++ candidates per step (torch backend): None is 2 + ln K (greedy), 1 classic k-means++."""
 
+    def engine_settings(self) -> dict[str, object]:
+        """The settings every k-means call takes (``kmeans``, ``kmeans_batched``, ``run_kmeans``).
+
+        ``init`` and ``backend`` are left out: callers replace ``init`` by a warm start, and only
+        ``run_kmeans`` takes a backend.
+        """
+        return {
+            "max_iter": self.max_iter, "tol": self.tol, "chunk_size": self.chunk_size,
+            "precision": self.precision, "seeding": self.seeding, "n_local_trials": self.n_local_trials,
+        }
+
     def __post_init__(self) -> None:
         if self.max_iter < 1:
             raise ConfigError(f"max_iter: {self.max_iter!r} is not allowed; expected an integer >= 1")
@@ -266,10 +277,8 @@ class DreamStrategy(EmbeddingStrategy):
             x, lengths = pad_problems([m[2] for m in members])
             init = torch.stack([m[4] for m in members]) if is_warm else opts.kmeans.init
             res = kmeans_batched(
-                x, k, lengths=lengths, max_iter=opts.kmeans.max_iter, tol=opts.kmeans.tol, init=init,
-                generators=[m[1].request.generator for m in members], chunk_size=opts.kmeans.chunk_size,
-                precision=opts.kmeans.precision, seeding=opts.kmeans.seeding,
-                n_local_trials=opts.kmeans.n_local_trials, overwrite_x=True,  # x is pad_problems' own copy
+                x, k, lengths=lengths, init=init, generators=[m[1].request.generator for m in members],
+                overwrite_x=True, **opts.kmeans.engine_settings(),  # x is pad_problems' own copy
             )
             shared = (time.perf_counter() - start) / len(members)
             for b, (i, plan, feats, secs, _) in enumerate(members):
@@ -284,9 +293,7 @@ class DreamStrategy(EmbeddingStrategy):
         start = time.perf_counter()
         warm = self._warm(plan, feats)
         result = run_kmeans(
-            feats, plan.k, backend=opts.kmeans.backend, max_iter=opts.kmeans.max_iter, tol=opts.kmeans.tol,
-            init=warm if warm is not None else opts.kmeans.init, generator=request.generator,
-            chunk_size=opts.kmeans.chunk_size, precision=opts.kmeans.precision, seeding=opts.kmeans.seeding,
-            n_local_trials=opts.kmeans.n_local_trials,
+            feats, plan.k, backend=opts.kmeans.backend, init=warm if warm is not None else opts.kmeans.init,
+            generator=request.generator, **opts.kmeans.engine_settings(),
         )
         return self._finish(plan, feats, result, embed_seconds, start)
