@@ -46,3 +46,34 @@ def mosaic(images: torch.Tensor, factor: int, *, mode: str = "nearest") -> torch
             k += 1
         top += th
     return out
+
+
+def unmosaic(images: torch.Tensor, factor: int, *, mode: str = "bilinear") -> torch.Tensor:
+    """Decode stored images (ipc, C, H, W) into their (ipc * factor**2, C, H, W) training images.
+
+    The inverse layout of :func:`mosaic`: tile k (row-major) of stored image m becomes output
+    ``k * ipc + m``, resized back to H x W with ``mode`` interpolation (bilinear, as IDC's decoder
+    upsamples). Tiles are cut with :func:`tile_sizes`, the same grid :func:`mosaic` fills, so for
+    sides not divisible by ``factor`` the cut differs from IDC's (which pads to a multiple of
+    ``factor`` and cuts equal tiles). Differentiable: gradients flow back to ``images``.
+    """
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if factor == 1:
+        return images
+    _, _, h, w = images.shape
+    if h < factor or w < factor:
+        raise ValueError(f"images of {h}x{w} pixels are too small for factor {factor}")
+    tiles = []
+    top = 0
+    for th in tile_sizes(h, factor):
+        left = 0
+        for tw in tile_sizes(w, factor):
+            part = images[:, :, top : top + th, left : left + tw]
+            kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+            tiles.append(F.interpolate(part, size=(h, w), mode=mode, **kwargs))
+            left += tw
+        top += th
+    return torch.cat(tiles)

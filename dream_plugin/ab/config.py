@@ -16,7 +16,8 @@ import yaml
 
 from ..config import ConfigError, Settings, build_dataclass, parse_settings
 
-METHODS = ("dm", "dc")
+METHODS = ("dm", "dc", "idc")
+METRICS = ("l1", "mse")
 INITS = ("real", "noise")
 AUG_OPS = ("crop", "scale", "flip")
 
@@ -26,6 +27,7 @@ ARMS: dict[str, tuple[str, str]] = {
     "dream": ("dream", "dream"),
     "init-only": ("random", "dream"),
     "match-only": ("dream", "random"),
+    "dream+": ("dream", "dream"),
     "herding": ("herding", "herding"),
     "kcenter": ("kcenter", "kcenter"),
 }
@@ -36,6 +38,7 @@ ARM_DESCRIPTIONS = {
     "dream": "DREAM: representative (k-means) init and representative matching batches",
     "init-only": "representative init, random matching batches",
     "match-only": "random init, representative matching batches",
+    "dream+": "DREAM+: representative init, matching batches of the s images nearest each of n/s centroids",
     "herding": "herding picks for init and matching (coreset baseline)",
     "kcenter": "greedy k-center picks for init and matching (coreset baseline)",
 }
@@ -62,6 +65,32 @@ class DCConfig:
 
 
 @dataclass(frozen=True)
+class IdcConfig:
+    """The IDC-style loop (Kim et al. 2022, as the official DREAM code runs it): a matching network
+    trained on random real batches between matching steps, multi-formation synthetic images."""
+
+    factor: int = 2
+    """Multi-formation: each stored image holds factor x factor tiles, decoded into factor**2 images."""
+    inner_loop: int = 10
+    """Inner steps per outer iteration (IDC: 100); each is one matching step per class plus a network update."""
+    fix_iter: int = 1
+    """A fresh matching network every ``fix_iter`` outer iterations (IDC's default: every one)."""
+    n_data: int = 500
+    """Random real samples the matching network trains on after each inner step (0: never trained)."""
+    pretrain: int = 0
+    """Random real samples each fresh network trains on before its first matching step (DREAM+: one epoch)."""
+    batch_net: int = 128
+    """Batch size of the network updates on real data."""
+    lr_net: float = 0.01
+    momentum_net: float = 0.9
+    weight_decay_net: float = 0.0005
+    metric: Literal["l1", "mse"] = "l1"
+    """Per-layer gradient distance: sum of absolute (l1, IDC's MNIST setting) or squared (mse) differences."""
+    batch_syn_max: int = 128
+    """At most this many decoded synthetic images per class and matching step (a random subset beyond)."""
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation: train ``nets`` fresh ConvNets on the synthetic set, test on the held-out split."""
 
@@ -79,7 +108,7 @@ class EvalConfig:
 class AbConfig:
     """One A/B experiment: every arm distils with the same loop, seeds and budget."""
 
-    method: Literal["dm", "dc"] = "dm"
+    method: Literal["dm", "dc", "idc"] = "dm"
     dataset: str = "mnist"
     root: str | None = None
     arms: tuple[str, ...] = ("random", "dream", "init-only", "match-only")
@@ -94,23 +123,28 @@ class AbConfig:
     """Explicit evaluation iterations (override ``eval_points``); each in [0, iterations]."""
     batch_real: int = 64
     lr_img: float | None = None
-    """Learning rate of the synthetic images; None: 1.0 for dm, 0.1 for dc (the hosts' values)."""
+    """Learning rate of the synthetic images; None: 1.0 for dm, 0.1 for dc (the hosts' values), 0.01 for idc."""
     momentum_img: float = 0.5
     init: Literal["real", "noise"] = "real"
     dsa: bool = False
     dsa_strategy: str = "crop_scale"
     interval: int = 10
-    """DREAM re-clusters a class every ``interval`` matching calls (options.dream.interval)."""
+    """DREAM re-clusters a class every ``interval`` matching calls (options.dream.interval); in the idc
+    loop the count restarts with every outer iteration, so each new network is clustered afresh."""
+    subsample: int = 4
+    """The ``dream+`` arm's DREAM+ sub-sampling s: batch_real/s centroids, the s images nearest each."""
     model: ModelConfig = field(default_factory=ModelConfig)
     dc: DCConfig = field(default_factory=DCConfig)
+    idc: IdcConfig = field(default_factory=IdcConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     selector: Mapping[str, Any] = field(default_factory=dict)
     """Extra selector settings shared by every arm (e.g. options.dream.kmeans.backend, plugins);
     options.dream.interval given here wins over ``interval``."""
     device: str = "auto"
     threads: int | None = 1
-    """torch.set_num_threads for the run; None keeps torch's default (one per core). 1 by default: on a
-    2-core machine shared with other work, one thread measured 3-4x faster than two (OpenMP contention)."""
+    """torch.set_num_threads for the run; None keeps torch's default (one per core). 1 by default: the
+    harness's tensors are small, and with more threads OpenMP's overhead and contention with other
+    processes outweigh the parallelism (measured 3-4x slower with two threads on a 2-core CPU)."""
     out: str | None = None
     progress: bool = True
 
@@ -132,7 +166,12 @@ class AbConfig:
     def image_lr(self) -> float:
         if self.lr_img is not None:
             return self.lr_img
-        return 1.0 if self.method == "dm" else 0.1
+        return {"dm": 1.0, "dc": 0.1, "idc": 0.01}[self.method]
+
+    @property
+    def decoded_ipc(self) -> int:
+        """Training images per class that the synthetic set decodes into (ipc * factor**2 for idc)."""
+        return self.ipc * self.idc.factor**2 if self.method == "idc" else self.ipc
 
     @property
     def augment_eval(self) -> bool:
@@ -145,6 +184,8 @@ class AbConfig:
             {"options": {"dream": {"interval": self.interval}}},
             dict(self.selector),
         )
+        if arm == "dream+":
+            data = _deep_merge(data, {"options": {"dream": {"subsample": self.subsample}}})
         data.update(strategy=strategy, init={**dict(data.get("init", {})), "strategy": init_strategy}, seed=seed)
         return parse_settings(data)
 
@@ -190,6 +231,11 @@ class AbConfig:
             _need(o in AUG_OPS, "dsa_strategy (--dsa-strategy)", o,
                   f"operations joined by '_' among {', '.join(AUG_OPS)}")
         _need(self.interval >= 1, "interval (--interval)", self.interval, "an integer >= 1")
+        _need(self.subsample >= 1, "subsample (--subsample)", self.subsample, "an integer >= 1")
+        if "dream+" in self.arms and self.batch_real % self.subsample:
+            raise ConfigError(f"subsample (--subsample): {self.subsample} does not divide batch_real={self.batch_real}; "
+                              "the dream+ arm takes batch_real/subsample centroids and subsample images nearest each")
+        self._check_idc()
         _need(self.model.width >= 1, "model.width (--width)", self.model.width, "an integer >= 1")
         _need(self.model.depth >= 1, "model.depth (--depth)", self.model.depth, "an integer >= 1")
         _need(self.dc.outer_loop >= 1, "dc.outer_loop (--outer-loop)", self.dc.outer_loop, "an integer >= 1")
@@ -210,6 +256,20 @@ class AbConfig:
                 raise ConfigError(f"selector.{key}: set by each arm (and the run's seed); remove it from selector")
         self._check_selectors()
         return self
+
+    def _check_idc(self) -> None:
+        i = self.idc
+        _need(i.factor >= 1, "idc.factor (--factor)", i.factor, "an integer >= 1")
+        _need(i.inner_loop >= 1, "idc.inner_loop (--idc-inner-loop)", i.inner_loop, "an integer >= 1")
+        _need(i.fix_iter >= 1, "idc.fix_iter (--fix-iter)", i.fix_iter, "an integer >= 1")
+        _need(i.n_data >= 0, "idc.n_data (--n-data)", i.n_data, "an integer >= 0 (0: the network is never trained)")
+        _need(i.pretrain >= 0, "idc.pretrain (--pretrain)", i.pretrain, "an integer >= 0")
+        _need(i.batch_net >= 1, "idc.batch_net (--batch-net)", i.batch_net, "an integer >= 1")
+        _need(i.lr_net > 0, "idc.lr_net", i.lr_net, "a number > 0")
+        _need(0 <= i.momentum_net < 1, "idc.momentum_net", i.momentum_net, "a number in [0, 1)")
+        _need(i.weight_decay_net >= 0, "idc.weight_decay_net", i.weight_decay_net, "a number >= 0")
+        _need(i.metric in METRICS, "idc.metric (--metric)", i.metric, "one of " + ", ".join(METRICS))
+        _need(i.batch_syn_max >= 1, "idc.batch_syn_max (--batch-syn-max)", i.batch_syn_max, "an integer >= 1")
 
     def _check_selectors(self) -> None:
         """Build each arm's selector once, so unknown strategies or options fail before any work."""
@@ -275,6 +335,16 @@ QUICK: dict[str, Any] = {
 }
 """The ``--quick`` preset (about a minute on 2 CPU cores with the default arms and dm)."""
 
+QUICK_BY_METHOD: dict[str, dict[str, Any]] = {
+    "idc": {"iterations": 6, "idc": {"inner_loop": 5, "n_data": 256, "batch_net": 64}},
+}
+"""Added to the ``--quick`` preset for one method (``--method idc --quick``: about a minute on 2 CPU cores)."""
+
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "idc": {"iterations": 40, "eval_points": 5},
+}
+"""Defaults that differ by method; a config file, ``--quick`` and flags override them."""
+
 
 def build_config(
     file_data: Mapping[str, Any] | None = None,
@@ -283,13 +353,16 @@ def build_config(
     quick: bool = False,
 ) -> AbConfig:
     """Defaults < file < quick preset < flags (nested dicts with dotted keys already expanded)."""
-    data: dict[str, Any] = {}
+    if file_data and not isinstance(file_data, Mapping):
+        raise ConfigError(f"the ab config must be a mapping at the top level, got {type(file_data).__name__}")
+    method = (flags or {}).get("method", (file_data or {}).get("method", AbConfig.method))
+    data: dict[str, Any] = _deep_merge({}, METHOD_DEFAULTS.get(method, {})) if isinstance(method, str) else {}
     if file_data:
-        if not isinstance(file_data, Mapping):
-            raise ConfigError(f"the ab config must be a mapping at the top level, got {type(file_data).__name__}")
         data = _deep_merge(data, file_data)
     if quick:
         data = _deep_merge(data, QUICK)
+        if isinstance(method, str):
+            data = _deep_merge(data, QUICK_BY_METHOD.get(method, {}))
     if flags:
         data = _deep_merge(data, flags)
     cfg = build_dataclass(AbConfig, data)
@@ -304,7 +377,8 @@ def defaults_yaml() -> str:
         f"# method: {' | '.join(METHODS)}; arms: any of {', '.join(ARMS)}\n"
         "# dataset: mnist (embedded subset, 400/100 per class) | digits | folder | torchvision:<Name> (+ root)\n"
         "# eval_at: null -> eval_points evenly spaced iterations from 0 to iterations\n"
-        "# lr_img: null -> 1.0 for dm, 0.1 for dc; eval.augment: null -> follows dsa\n"
+        "# lr_img: null -> 1.0 for dm, 0.1 for dc, 0.01 for idc; eval.augment: null -> follows dsa\n"
+        "# idc: the IDC-style loop's options (method: idc); its defaults: iterations 40, eval_points 5\n"
         f"# dsa_strategy: operations joined by '_' among {', '.join(AUG_OPS)}\n"
         "# selector: extra selector settings for every arm, e.g. {options: {dream: {kmeans: {backend: torch}}}}\n"
     )

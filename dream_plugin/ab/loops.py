@@ -13,6 +13,9 @@ two arms with the same seed differ only through the real images that were select
   ``outer_loop`` times: per class, match the gradients of the classification loss on the real
   batch and on the synthetic images, update the synthetic set, then train the network on the
   synthetic set for ``inner_loop`` epochs.
+* :func:`dream_plugin.ab.idc.idc_round` -- IDC's loop (Kim et al., as the official DREAM code runs
+  it): multi-formation synthetic images, a matching network kept for ``fix_iter`` outer iterations
+  and trained on random real batches after every inner step.
 """
 
 from __future__ import annotations
@@ -91,6 +94,16 @@ class LoopContext:
     device: torch.device
     on_eval: Callable[[int, torch.Tensor, torch.Tensor], None]
     progress: Any = None
+    train_x: torch.Tensor | None = None
+    """All real training images and labels (the idc loop's network updates draw from them)."""
+    train_y: torch.Tensor | None = None
+    on_live: Callable[[int, str, nn.Module], None] | None = None
+    """Called with (iteration, moment, network) to record how trained the matching network is (idc)."""
+    new_round: Callable[[], None] | None = None
+    """Called when the idc loop's inner-step counter restarts (DREAM re-clusters at its next call)."""
+    pixel_range: tuple[torch.Tensor, torch.Tensor] | None = None
+    """Per-channel (low, high) of valid normalised pixels; the idc loop clamps the synthetic set to it."""
+    state: dict[str, Any] = field(default_factory=dict)
     sample_seconds: float = 0.0
     eval_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
@@ -110,15 +123,20 @@ class LoopContext:
 
 def distill(syn: torch.Tensor, labels: torch.Tensor, ctx: LoopContext) -> torch.Tensor:
     """Run ``cfg.iterations`` iterations of the configured method, evaluating at ``cfg.eval_iterations``."""
+    from .idc import decode_synset, idc_round
+
     cfg = ctx.cfg
     syn = syn.detach().clone().requires_grad_(True)
     opt_img = torch.optim.SGD([syn], lr=cfg.image_lr, momentum=cfg.momentum_img)
-    step = _dm_step if cfg.method == "dm" else _dc_step
+    step = {"dm": _dm_step, "dc": _dc_step, "idc": idc_round}[cfg.method]
     evals = set(cfg.eval_iterations)
     for it in range(cfg.iterations + 1):
         if it in evals:
             start = time.perf_counter()
-            ctx.on_eval(it, syn.detach().clone(), labels)
+            x, y = syn.detach().clone(), labels
+            if cfg.method == "idc":  # evaluate on the decoded (multi-formation) training set
+                x, y = decode_synset(x, labels, cfg.idc.factor)
+            ctx.on_eval(it, x, y)
             ctx.eval_seconds += time.perf_counter() - start
         if it == cfg.iterations:
             break

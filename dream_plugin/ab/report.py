@@ -43,6 +43,39 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append("reach it: first evaluated iteration whose mean accuracy >= the random arm's final mean; "
                  "speed-up = random's iterations / reach it; share = selection time / distillation time "
                  "(evaluation excluded)")
+    if results.get("paired"):
+        lines += ["", format_paired(results["paired"], its)]
+    return "\n".join(lines)
+
+
+def _ci(p: dict[str, Any]) -> str:
+    if p["low"] is None:
+        return f"{100 * p['mean']:+.2f}"
+    return f"{100 * p['mean']:+.2f} [{100 * p['low']:+.2f}, {100 * p['high']:+.2f}]"
+
+
+def format_paired(paired: list[dict[str, Any]], its: list[int]) -> str:
+    """Matching-only pairs: per-seed differences (points), their mean and 95% t-interval."""
+    n = paired[0]["final"]["n"]
+    mid = its[len(its) // 2]
+    lines = [f"matching only (same initialisation): treatment - reference, accuracy points, mean [95% t-interval] "
+             f"over {n} seed(s)"]
+    cols = [("treatment - reference", 24), (f"diff@{mid}", 22), (f"diff@{its[-1]}", 22), ("reach it t/r", 12),
+            ("half-budget test", 30)]
+    lines.append("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(cols)))
+    for pair in paired:
+        at_mid = next(p for p in pair["points"] if p["iteration"] == mid)
+        reach = pair["reach_mean_curve"]
+        r = "/".join("-" if v is None else str(v) for v in (reach["treatment"], reach["reference"]))
+        h = pair["half_budget"]
+        cells = [f"{pair['treatment']} - {pair['reference']}", _ci(at_mid), _ci(pair["final"]), r,
+                 f"{_ci(h)} ({h['verdict']})"]
+        lines.append("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, (_, w)) in enumerate(zip(cells, cols))))
+    h = paired[0]["half_budget"]
+    lines.append(f"reach it t/r: first iteration where the seed-mean curve of the treatment / the reference reaches "
+                 f"the reference's final seed-mean accuracy; half-budget test: treatment at iteration {h['iteration']} "
+                 f"minus reference at {h['of']} (above zero: the reference's final accuracy in at most half the "
+                 "iterations)")
     return "\n".join(lines)
 
 

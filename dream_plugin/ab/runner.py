@@ -29,7 +29,9 @@ from ..manager import build_plugin_manager
 from ..requests import SelectionRecord
 from ..selector import Selector, derive_seed
 from .config import AbConfig, ConfigError
-from .evaluate import evaluate_synset
+from ..mosaic import mosaic
+from .evaluate import accuracy, evaluate_synset
+from .paired import paired_report
 from .loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
 
 OBSERVER_NAME = "dream_plugin.ab.observer"
@@ -61,6 +63,7 @@ class RunResult:
     reclusterings: int = 0
     init_select_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    live: list[dict[str, Any]] = field(default_factory=list)  # idc: {"iteration", "moment", "acc"}
     synthetic: torch.Tensor | None = None
 
     @property
@@ -85,6 +88,7 @@ class RunResult:
             "reclusterings": self.reclusterings,
             "loss_first": self.losses[0] if self.losses else None,
             "loss_last": self.losses[-1] if self.losses else None,
+            "matching_network": self.live,
         }
 
 
@@ -118,6 +122,12 @@ def check_sizes(cfg: AbConfig, data: ImageDataset) -> None:
     if cfg.ipc > smallest:
         raise ConfigError(f"ipc (--ipc): {cfg.ipc} exceeds the {smallest} training images of class {cls} in "
                           f"{data.name}; choose at most {smallest}")
+    if cfg.decoded_ipc > smallest:
+        raise ConfigError(f"ipc (--ipc) x idc.factor**2 = {cfg.decoded_ipc} initialisation picks exceed the {smallest} "
+                          f"training images of class {cls} in {data.name}; lower --ipc or --factor")
+    if cfg.method == "idc" and cfg.idc.factor > data.image_size:
+        raise ConfigError(f"idc.factor (--factor): {cfg.idc.factor} exceeds the {data.image_size}-pixel side of "
+                          f"{data.name}'s images")
     if cfg.batch_real > smallest:
         raise ConfigError(f"batch_real (--batch-real): {cfg.batch_real} exceeds the {smallest} training images of "
                           f"class {cls} in {data.name}; choose at most {smallest}")
@@ -184,15 +194,22 @@ def run_arm(
         if bar is not None:
             bar.set_postfix_str(f"it {it}: acc {np.mean(accs):.4f}")
 
+    def on_live(it: int, moment: str, net: torch.nn.Module) -> None:
+        result.live.append({"iteration": it, "moment": moment, "acc": accuracy(net, t["test_x"], t["test_y"])})
+
     bar = tqdm(total=cfg.iterations, desc=f"{arm} (seed {seed})", leave=False, disable=not cfg.progress,
                position=position, dynamic_ncols=True)
     ctx = LoopContext(cfg=cfg, sampler=adapter, live=live, make_net=make_net, num_classes=data.num_classes,
-                      seed=seed, device=device, on_eval=on_eval, progress=bar)
+                      seed=seed, device=device, on_eval=on_eval, progress=bar,
+                      train_x=t["images_all"], train_y=t["train_y"], on_live=on_live,
+                      new_round=lambda: restart_interval(selector), pixel_range=pixel_range(data, device))
     labels = torch.arange(data.num_classes, device=device).repeat_interleave(cfg.ipc)
     syn = torch.empty((data.num_classes * cfg.ipc, data.channels, data.image_size, data.image_size), device=device)
     if cfg.init == "real":
+        factor = cfg.idc.factor if cfg.method == "idc" else 1
         for c in range(data.num_classes):
-            syn[c * cfg.ipc:(c + 1) * cfg.ipc] = ctx.real(c, cfg.ipc, "init").detach()
+            picks = ctx.real(c, cfg.decoded_ipc, "init").detach()
+            syn[c * cfg.ipc:(c + 1) * cfg.ipc] = mosaic(picks, factor)  # IDC's "mix" init (a copy when factor 1)
     else:
         g = torch.Generator().manual_seed(derive_seed(seed, "syn-noise"))
         syn.copy_(torch.randn(syn.shape, generator=g))
@@ -214,9 +231,31 @@ def run_arm(
     return result
 
 
+def restart_interval(selector: Selector) -> None:
+    """Restart the re-clustering count of the matching strategy, so its next call clusters afresh.
+
+    The idc loop calls this when a round begins (DREAM counts ``interval`` on the inner-step counter,
+    which restarts every outer iteration). Strategies without a cache have nothing to restart.
+    """
+    name = selector.strategy_name("match")
+    if name == "host":
+        return
+    reset = getattr(selector.strategy(name), "reset", None)
+    if callable(reset):
+        reset()
+
+
+def pixel_range(data: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel bounds of normalised images whose raw pixels lie in [0, 1]."""
+    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    return (0 - mean) / std, (1 - mean) / std
+
+
 def _device_tensors(data: ImageDataset, device: torch.device) -> dict[str, Any]:
     return {
         "images_all": data.train_images.to(device),
+        "train_y": data.train_labels.to(device),
         "indices_class": [p.tolist() for p in data.class_indices()],
         "test_x": data.test_images.to(device),
         "test_y": data.test_labels.to(device),
@@ -266,7 +305,8 @@ def aggregate(cfg: AbConfig, runs: list[RunResult]) -> dict[str, Any]:
         if arm == reference:  # its own final mean is the target: a ratio would only measure its noise
             a["speedup"] = None
             a["speedup_note"] = f"reference arm (its final mean {target:.4f} is the target); " + a["speedup_note"]
-    return {"eval_iterations": its, "reference_arm": reference, "target_accuracy": target, "arms": arms}
+    return {"eval_iterations": its, "reference_arm": reference, "target_accuracy": target, "arms": arms,
+            "paired": paired_report(runs, cfg.arms, its)}
 
 
 def _speedup(curve: list[dict[str, Any]], target: float | None, budget: int) -> dict[str, Any]:
