@@ -12,6 +12,7 @@ import yaml
 from .config import ConfigError, Settings, load_settings, load_yaml, parse_settings
 from .manager import PluginError, build_plugin_manager, collect_strategies
 from .ab.cli import add_ab_parser
+from .diagnose.cli import add_diagnose_parser
 from .export import add_export_parser
 from .precompute import add_precompute_parser
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print the rows as JSON")
     p.set_defaults(func=_cmd_demo)
     add_ab_parser(sub)
+    add_diagnose_parser(sub)
     add_precompute_parser(sub)
     add_export_parser(sub)
     return parser

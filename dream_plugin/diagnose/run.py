@@ -1,0 +1,220 @@
+"""Run a diagnosis: per network, class, strategy and batch size, the batch-vs-pool gradient agreement,
+and the per-sample loss / gradient-norm distributions of what each strategy picks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..config import parse_settings
+from ..data import ImageDataset, load_dataset
+from ..embedding import embed_images, resolve_embedder
+from ..manager import build_plugin_manager
+from ..selector import Selector, derive_seed
+from .config import DiagnoseConfig
+from .gradients import batch_gradient_stats, per_sample_gradients
+from .networks import build_network
+
+METRICS = ("cosine", "rel_error", "dc_distance", "idc_distance", "batch_norm")
+
+
+def _selectors(cfg: DiagnoseConfig) -> dict[str, Selector]:
+    out = {}
+    for name in cfg.strategies:
+        if name == "random":
+            continue
+        data: dict[str, Any] = {"strategy": "dream" if name == "dream+" else name, "seed": cfg.seed}
+        if name == "dream+":
+            data["options"] = {"dream": {"subsample": cfg.subsample}}
+        settings = parse_settings(data)
+        out[name] = Selector(settings, plugin_manager=build_plugin_manager(settings.plugins))
+    return out
+
+
+@torch.no_grad()
+def _accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    was = net.training
+    net.eval()
+    try:
+        return float((net(x).argmax(1) == y).float().mean())
+    finally:
+        net.train(was)
+
+
+def _identity(features: torch.Tensor) -> torch.Tensor:
+    return features
+
+
+def _mean_stats(stats: list[dict[str, float]]) -> dict[str, float]:
+    return {m: float(np.mean([s[m] for s in stats])) for m in METRICS}
+
+
+def diagnose_network(
+    spec: str, cfg: DiagnoseConfig, data: ImageDataset, device: torch.device,
+    say: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Every class x strategy x size for one network; per-sample distributions at the largest size."""
+    start = time.perf_counter()
+    net = build_network(spec, cfg, data, device)
+    embedder, _ = resolve_embedder(net)
+    selectors = _selectors(cfg)
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    samples: dict[str, dict[str, list[float]]] = {}
+    hist_n = max(cfg.sizes)
+    for c, pool in enumerate(data.class_indices()):
+        x = data.train_images[pool].to(device)
+        y = data.train_labels[pool].to(device)
+        losses, grads, layout = per_sample_gradients(net, x, y)
+        feats = embed_images(embedder, x, network=net)  # once per class: every strategy clusters these
+        g_pool = grads.mean(0)
+        norms = grads.norm(dim=1)
+        size = int(pool.numel())
+
+        def keep(name: str, positions: torch.Tensor) -> None:
+            slot = samples.setdefault(name, {"loss": [], "grad_norm": []})
+            slot["loss"] += losses[positions].tolist()
+            slot["grad_norm"] += norms[positions].tolist()
+
+        keep("pool", torch.arange(size))
+        for n in cfg.sizes:
+            if n > size:
+                continue
+            g = torch.Generator().manual_seed(derive_seed(cfg.seed, "diagnose-random", c, n))
+            draws = [torch.randperm(size, generator=g)[:n] for _ in range(cfg.draws)]
+            random_stats = [batch_gradient_stats(grads, d, layout, full=g_pool, metric=cfg.metric) for d in draws]
+            if "random" in cfg.strategies:
+                cells.setdefault(("random", n), []).append(
+                    {"class": c, **_mean_stats(random_stats),
+                     "cosine_sd": float(np.std([s["cosine"] for s in random_stats], ddof=1))})
+                if n == hist_n:
+                    keep("random", draws[0])
+            for name, sel in selectors.items():
+                if name == "dream+" and n % cfg.subsample:
+                    continue
+                # the pool's "images" are its precomputed features and embedding is the identity: the
+                # strategies see exactly the features the network's embedder gives, computed once
+                positions = sel.select(c, n, pool, lambda p, f=feats: f[p.to(f.device)], kind="match",
+                                       embed=_identity, device=device)
+                st = batch_gradient_stats(grads, positions, layout, full=g_pool, metric=cfg.metric)
+                beaten = float(np.mean([r["cosine"] > st["cosine"] for r in random_stats]))
+                cells.setdefault((name, n), []).append({"class": c, **st, "random_better": beaten})
+                if n == hist_n:
+                    keep(name, positions)
+    rows = []
+    for (name, n), per_class in cells.items():
+        row = {"strategy": name, "n": n, "classes": len(per_class),
+               **{m: float(np.mean([p[m] for p in per_class])) for m in METRICS}, "per_class": per_class}
+        if name == "random":
+            row["cosine_sd_within_class"] = float(np.mean([p["cosine_sd"] for p in per_class]))
+        else:
+            row["random_better"] = float(np.mean([p["random_better"] for p in per_class]))
+        rows.append(row)
+    order = {s: i for i, s in enumerate(cfg.strategies)}
+    rows.sort(key=lambda r: (r["n"], order[r["strategy"]]))
+    dist = {name: {k: _summary(v) for k, v in d.items()} for name, d in samples.items()}
+    acc = _accuracy(net, data.test_images.to(device), data.test_labels.to(device))
+    say(f"  network {spec}: test accuracy {100 * acc:.1f}% ({time.perf_counter() - start:.1f} s)")
+    return {"network": spec, "test_accuracy": acc, "rows": rows, "distributions": dist, "samples": samples,
+            "histogram_n": hist_n, "seconds": time.perf_counter() - start}
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"count": int(a.size), "mean": float(a.mean()), "median": float(np.median(a)),
+            "p10": float(np.percentile(a, 10)), "p90": float(np.percentile(a, 90))}
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """One block per network: strategies x batch sizes, mean over classes."""
+    cfg = results["config"]
+    lines = [f"Gradient of the selected batch vs the whole class pool on {results['dataset']} "
+             f"(mean over {results['classes']} classes; random: mean of {cfg['draws']} draws per class)"]
+    head = (f"{'strategy':<9} {'n':>4} {'cosine':>8} {'rel err':>8} {'DC dist':>9} {'IDC dist':>9} "
+            f"{'|g batch|':>9} {'random better':>13}")
+    for net in results["networks"]:
+        lines += ["", f"network {net['network']} (test accuracy {100 * net['test_accuracy']:.1f}%)", head]
+        for r in net["rows"]:
+            rb = f"{100 * r['random_better']:.0f}%" if "random_better" in r else f"sd {r['cosine_sd_within_class']:.3f}"
+            lines.append(f"{r['strategy']:<9} {r['n']:>4} {r['cosine']:>8.3f} {r['rel_error']:>8.3f} "
+                         f"{r['dc_distance']:>9.2f} {r['idc_distance']:>9.4f} {r['batch_norm']:>9.4f} {rb:>13}")
+        d = net["distributions"]
+        lines.append(f"per-sample at n={net['histogram_n']} (median loss / median gradient norm): "
+                     + "; ".join(f"{k} {v['loss']['median']:.3f} / {v['grad_norm']['median']:.3f}" for k, v in d.items()))
+    lines.append("cosine and rel err (||g_batch - g_pool|| / ||g_pool||) of the flattened gradients; DC dist: sum over "
+                 "output units of 1 - cosine; IDC dist: l1 over convolution weights; random better: share of random "
+                 "draws with a higher cosine; for random, sd is the spread of the cosine across draws")
+    return "\n".join(lines)
+
+
+def save_plot(results: dict[str, Any], path: Path) -> None:
+    """Cosine vs batch size per strategy, and per-sample gradient-norm histograms, one row per network."""
+    from matplotlib.figure import Figure
+
+    nets = results["networks"]
+    fig = Figure(figsize=(11, 3.6 * len(nets)), dpi=110)
+    axes = fig.subplots(len(nets), 2, squeeze=False)
+    for row, net in zip(axes, nets):
+        ax = row[0]
+        for name in results["config"]["strategies"]:
+            pts = [(r["n"], r["cosine"]) for r in net["rows"] if r["strategy"] == name]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size n")
+        ax.set_ylabel("cosine(batch gradient, pool gradient)")
+        ax.set_title(f"{net['network']} (test acc {100 * net['test_accuracy']:.1f}%)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax = row[1]
+        all_norms = np.concatenate([np.asarray(v["grad_norm"]) for v in net["samples"].values()])
+        bins = np.linspace(0, float(np.percentile(all_norms, 99.5)) or 1.0, 40)
+        for name, v in net["samples"].items():
+            ax.hist(v["grad_norm"], bins=bins, density=True, histtype="step", label=f"{name}")
+        ax.set_xlabel(f"per-sample gradient norm (picks at n={net['histogram_n']})")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def run_diagnose(
+    cfg: DiagnoseConfig, *, out: str | Path | None = None, write: bool = True,
+    say: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Diagnose every configured network; write diagnose.json (first) and diagnose.png to ``out``."""
+    cfg.validate()
+    from ..ab.runner import resolve_device
+
+    device = resolve_device(cfg.device)
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        data = load_dataset(cfg.dataset, root=cfg.root)
+        say(f"dream-plugin diagnose on {data.name}: networks {', '.join(cfg.networks)}; strategies "
+            f"{', '.join(cfg.strategies)}; sizes {list(cfg.sizes)}; {cfg.draws} random draws; device {device}")
+        start = time.perf_counter()
+        nets = [diagnose_network(spec, cfg, data, device, say) for spec in cfg.networks]
+    finally:
+        torch.set_num_threads(threads)
+    import dataclasses
+
+    results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "dataset": data.name,
+                               "classes": data.num_classes, "networks": nets,
+                               "total_seconds": time.perf_counter() - start}
+    results["table"] = format_table(results)
+    if write:
+        out_dir = Path(out or f"dream-diagnose-{time.strftime('%Y%m%d-%H%M%S')}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        public = {**results, "networks": [{k: v for k, v in n.items() if k != "samples"} for n in nets]}
+        tmp = out_dir / "diagnose.json.tmp"
+        tmp.write_text(json.dumps(public, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(out_dir / "diagnose.json")
+        save_plot(results, out_dir / "diagnose.png")
+        results["out"] = str(out_dir)
+    return results
