@@ -10,7 +10,9 @@ from .config import ARM_DESCRIPTIONS, ARMS, METHODS, build_config, defaults_yaml
 
 # (flag, dotted config key, argparse keyword arguments)
 FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--method", "method", {"choices": METHODS, "help": "dm (distribution matching) or dc (gradient matching)"}),
+    ("--method", "method", {"choices": METHODS,
+                            "help": "dm (distribution matching), dc (gradient matching) or idc (IDC's loop: trained "
+                                    "matching network, multi-formation)"}),
     ("--dataset", "dataset", {"help": "mnist | digits | folder | torchvision:<Name>"}),
     ("--root", "root", {"help": "folder holding the dataset (folder, torchvision:<Name>)"}),
     ("--arms", "arms", {"nargs": "+", "metavar": "ARM", "help": "arms to run, among: " + ", ".join(ARMS)}),
@@ -27,6 +29,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--dsa", "dsa", {"action": argparse.BooleanOptionalAction, "help": "differentiable Siamese augmentation"}),
     ("--dsa-strategy", "dsa_strategy", {"help": "augmentations joined by '_' among crop, scale, flip"}),
     ("--interval", "interval", {"type": int, "help": "DREAM re-clustering interval (matching calls per class)"}),
+    ("--subsample", "subsample", {"type": int, "help": "dream+ arm: DREAM+ sub-sampling s (must divide --batch-real)"}),
     ("--width", "model.width", {"type": int, "help": "ConvNet width"}),
     ("--depth", "model.depth", {"type": int, "help": "ConvNet depth"}),
     ("--norm", "model.norm", {"choices": ("instancenorm", "batchnorm", "none"), "help": "ConvNet normalisation"}),
@@ -34,6 +37,14 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--inner-loop", "dc.inner_loop", {"type": int, "help": "DC: network epochs on the synthetic set between them"}),
     ("--lr-net", "dc.lr_net", {"type": float, "help": "DC: network learning rate in the inner loop"}),
     ("--batch-train", "dc.batch_train", {"type": int, "help": "DC: inner-loop batch size"}),
+    ("--factor", "idc.factor", {"type": int, "help": "idc: multi-formation factor (factor**2 images per stored one)"}),
+    ("--idc-inner-loop", "idc.inner_loop", {"type": int, "help": "idc: inner steps per outer iteration"}),
+    ("--fix-iter", "idc.fix_iter", {"type": int, "help": "idc: a fresh matching network every N outer iterations"}),
+    ("--n-data", "idc.n_data", {"type": int, "help": "idc: real samples the network trains on after each inner step"}),
+    ("--pretrain", "idc.pretrain", {"type": int, "help": "idc: real samples each fresh network trains on first"}),
+    ("--batch-net", "idc.batch_net", {"type": int, "help": "idc: batch size of the network updates"}),
+    ("--metric", "idc.metric", {"choices": ("l1", "mse"), "help": "idc: per-layer gradient distance"}),
+    ("--batch-syn-max", "idc.batch_syn_max", {"type": int, "help": "idc: decoded synthetic images per class and step"}),
     ("--eval-nets", "eval.nets", {"type": int, "help": "fresh networks trained per evaluation"}),
     ("--eval-epochs", "eval.epochs", {"type": int, "help": "epochs per evaluation network"}),
     ("--eval-lr", "eval.lr", {"type": float, "help": "evaluation learning rate (x0.1 halfway)"}),
@@ -42,6 +53,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
                                         "help": "augment evaluation training (default: follows --dsa)"}),
     ("--device", "device", {"help": "auto (cuda if available, else cpu), cpu, cuda, cuda:<i>"}),
     ("--threads", "threads", {"type": int, "help": "torch.set_num_threads (default 1; 0: torch's default, one per core)"}),
+    ("--jobs", "jobs", {"type": int, "help": "parallel (arm, seed) runs, one process each (same numbers as 1)"}),
     ("--out", "out", {"help": "output folder (default dream-ab-<timestamp>)"}),
 ]
 

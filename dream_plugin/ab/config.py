@@ -145,6 +145,9 @@ class AbConfig:
     """torch.set_num_threads for the run; None keeps torch's default (one per core). 1 by default: the
     harness's tensors are small, and with more threads OpenMP's overhead and contention with other
     processes outweigh the parallelism (measured 3-4x slower with two threads on a 2-core CPU)."""
+    jobs: int = 1
+    """Run this many (arm, seed) runs at once, each in a process of its own with ``threads`` threads.
+    Every run is seeded on its own, so the numbers are the same as with one job."""
     out: str | None = None
     progress: bool = True
 
@@ -249,6 +252,7 @@ class AbConfig:
         _need(self.eval.weight_decay >= 0, "eval.weight_decay", self.eval.weight_decay, "a number >= 0")
         _need(0 <= self.eval.momentum < 1, "eval.momentum", self.eval.momentum, "a number in [0, 1)")
         _check_device(self.device)
+        _need(self.jobs >= 1, "jobs (--jobs)", self.jobs, "an integer >= 1 (parallel runs)")
         if self.threads is not None:
             _need(self.threads >= 1, "threads (--threads)", self.threads, "an integer >= 1 (or null for torch's default)")
         for key in ("strategy", "init", "seed"):

@@ -10,6 +10,7 @@ arms diverge only through what is selected.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import random
@@ -379,6 +380,28 @@ def _git_commit() -> str | None:
     return commit
 
 
+def _worker(cfg: AbConfig, arm: str, seed: int, adapter_class: type | None) -> RunResult:
+    """One (arm, seed) run in a worker process: its own data, device and thread setting."""
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    return run_arm(arm, seed, cfg, load_data(cfg), device, adapter_class=adapter_class)
+
+
+def _run_parallel(cfg: AbConfig, jobs: list[tuple[str, int]], adapter_class: type | None,
+                  done: Callable[[RunResult], None]) -> None:
+    """Run ``jobs`` in ``cfg.jobs`` spawned processes (no progress bars); ``done`` gets each result."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    quiet = dataclasses.replace(cfg, progress=False)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(jobs)), mp_context=ctx) as pool:
+        futures = [pool.submit(_worker, quiet, arm, seed, adapter_class) for arm, seed in jobs]
+        for fut in as_completed(futures):
+            done(fut.result())
+
+
 def run_ab(
     cfg: AbConfig,
     *,
@@ -424,12 +447,20 @@ def _run_ab(
         f"{cfg.eval.nets} eval nets at {cfg.eval_iterations}; device {device}, {torch.get_num_threads()} threads")
     start = time.perf_counter()
     runs: list[RunResult] = []
-    for seed in cfg.seed_list:
-        for arm in cfg.arms:
-            r = run_arm(arm, seed, cfg, data, device, adapter_class=adapter_class, tensors=tensors)
-            say(f"  {arm:<11} seed {seed}: final acc {np.mean(r.curve[-1]['accs']):.4f} "
-                f"({r.wall_seconds:.1f} s, selection {r.select_seconds:.1f} s)")
-            runs.append(r)
+
+    def done(r: RunResult) -> None:
+        say(f"  {r.arm:<11} seed {r.seed}: final acc {np.mean(r.curve[-1]['accs']):.4f} "
+            f"({r.wall_seconds:.1f} s, selection {r.select_seconds:.1f} s)")
+        runs.append(r)
+
+    jobs = [(arm, seed) for seed in cfg.seed_list for arm in cfg.arms]
+    if cfg.jobs > 1 and len(jobs) > 1:
+        _run_parallel(cfg, jobs, adapter_class, done)
+    else:
+        for arm, seed in jobs:
+            done(run_arm(arm, seed, cfg, data, device, adapter_class=adapter_class, tensors=tensors))
+    order = {job: i for i, job in enumerate(jobs)}
+    runs.sort(key=lambda r: order[(r.arm, r.seed)])
     total = time.perf_counter() - start
     env["load_average_at_end"] = _loadavg()
     summary = aggregate(cfg, runs)
