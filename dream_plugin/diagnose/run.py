@@ -20,7 +20,7 @@ from .config import DiagnoseConfig
 from .gradients import batch_gradient_stats, per_sample_gradients
 from .networks import build_network
 
-METRICS = ("cosine", "rel_error", "dc_distance", "idc_distance", "batch_norm")
+METRICS = ("cosine", "rel_error", "dc_distance", "idc_distance", "batch_norm", "pool_norm")
 
 
 def _selectors(cfg: DiagnoseConfig) -> dict[str, Selector]:
@@ -135,13 +135,13 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [f"Gradient of the selected batch vs the whole class pool on {results['dataset']} "
              f"(mean over {results['classes']} classes; random: mean of {cfg['draws']} draws per class)"]
     head = (f"{'strategy':<9} {'n':>4} {'cosine':>8} {'rel err':>8} {'DC dist':>9} {'IDC dist':>9} "
-            f"{'|g batch|':>9} {'random better':>13}")
+            f"{'|g batch|':>9} {'|g pool|':>8} {'random better':>13}")
     for net in results["networks"]:
         lines += ["", f"network {net['network']} (test accuracy {100 * net['test_accuracy']:.1f}%)", head]
         for r in net["rows"]:
             rb = f"{100 * r['random_better']:.0f}%" if "random_better" in r else f"sd {r['cosine_sd_within_class']:.3f}"
             lines.append(f"{r['strategy']:<9} {r['n']:>4} {r['cosine']:>8.3f} {r['rel_error']:>8.3f} "
-                         f"{r['dc_distance']:>9.2f} {r['idc_distance']:>9.4f} {r['batch_norm']:>9.4f} {rb:>13}")
+                         f"{r['dc_distance']:>9.2f} {r['idc_distance']:>9.2f} {r['batch_norm']:>9.3f} {r['pool_norm']:>8.3f} {rb:>13}")
         d = net["distributions"]
         lines.append(f"per-sample at n={net['histogram_n']} (median loss / median gradient norm): "
                      + "; ".join(f"{k} {v['loss']['median']:.3f} / {v['grad_norm']['median']:.3f}" for k, v in d.items()))

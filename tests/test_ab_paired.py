@@ -1,0 +1,73 @@
+"""Paired matching-only statistics of ``dream-plugin ab``, checked against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dream_plugin.ab.paired import (
+    compare_pair, half_budget_point, matching_pairs, reach_iteration, t_interval, verdict,
+)
+from dream_plugin.ab.report import format_paired
+
+T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
+
+
+def test_pairs_are_the_arms_that_differ_only_in_matching():
+    arms = ["random", "dream", "init-only", "match-only", "dream+", "herding", "kcenter"]
+    assert matching_pairs(arms) == [("match-only", "random"), ("dream", "init-only"), ("dream+", "dream"),
+                                    ("dream+", "init-only")]
+    assert matching_pairs(["dream", "random"]) == []  # they differ in init as well
+    assert matching_pairs(["init-only", "dream"]) == [("dream", "init-only")]
+
+
+def test_t_interval_by_hand():
+    diffs = [0.01, 0.03, 0.02]
+    ci = t_interval(diffs)
+    mean = 0.02
+    sd = math.sqrt(((0.01 - mean) ** 2 + (0.03 - mean) ** 2 + 0) / 2)  # = 0.01
+    half = T_975_DF2 * sd / math.sqrt(3)
+    assert ci["n"] == 3 and ci["mean"] == pytest.approx(mean) and ci["sd"] == pytest.approx(0.01)
+    assert ci["low"] == pytest.approx(mean - half) and ci["high"] == pytest.approx(mean + half)
+    assert verdict(ci) == "includes zero"  # 0.02 ± 0.0248
+    assert verdict(t_interval([0.05, 0.06, 0.055])) == "above zero"
+    assert verdict(t_interval([-0.05, -0.06, -0.055])) == "below zero"
+    one = t_interval([0.5])
+    assert one["low"] is None and verdict(one) == "one seed: no interval"
+
+
+def test_compare_pair_by_hand():
+    its = [0, 5, 10]
+    per_seed = {
+        "dream": {0: [0.80, 0.90, 0.92], 1: [0.81, 0.91, 0.93], 2: [0.80, 0.88, 0.90], 7: [0.1, 0.1, 0.1]},
+        "init-only": {0: [0.80, 0.86, 0.90], 1: [0.81, 0.87, 0.92], 2: [0.80, 0.86, 0.89]},
+    }
+    pair = compare_pair("dream", "init-only", per_seed, its)
+    assert pair["seeds"] == [0, 1, 2]  # seed 7 has no partner
+    final = pair["final"]
+    assert final["per_seed"] == pytest.approx([0.02, 0.01, 0.01])
+    mean, sd = 0.04 / 3, math.sqrt(((0.02 - 0.04 / 3) ** 2 + 2 * (0.01 - 0.04 / 3) ** 2) / 2)
+    assert final["mean"] == pytest.approx(mean)
+    assert final["low"] == pytest.approx(mean - T_975_DF2 * sd / math.sqrt(3))
+    assert pair["points"][0]["per_seed"] == pytest.approx([0.0, 0.0, 0.0])
+    # half-budget test: dream at 5 vs init-only at 10 -> 0.90-0.90, 0.91-0.92, 0.88-0.89
+    h = pair["half_budget"]
+    assert h["iteration"] == 5 and h["of"] == 10
+    assert h["per_seed"] == pytest.approx([0.0, -0.01, -0.01])
+    # reach: per seed, first iteration at or above the reference's own final accuracy
+    assert [(r["treatment"], r["reference"]) for r in pair["reach"]] == [(5, 10), (10, 10), (10, 10)]
+    mc = pair["reach_mean_curve"]
+    assert mc["target"] == pytest.approx((0.90 + 0.92 + 0.89) / 3)
+    assert (mc["treatment"], mc["reference"]) == (10, 10)  # dream's mean at 5 is 0.8967 < 0.9033
+    text = format_paired([pair], its)
+    assert "dream - init-only" in text and "half-budget" in text
+
+
+def test_reach_and_half_budget_rules():
+    assert reach_iteration([0.5, 0.7, 0.8], [0, 50, 100], 0.7) == 50
+    assert reach_iteration([0.5, 0.6], [0, 10], 0.9) is None
+    assert half_budget_point([0, 2, 5, 10]) == 5
+    assert half_budget_point([0, 25, 50, 75, 100]) == 50
+    assert half_budget_point([0, 3, 7, 15, 30]) == 15
+    assert half_budget_point([0, 10]) == 0
