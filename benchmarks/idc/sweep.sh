@@ -9,11 +9,11 @@ run() { name=$1; shift; dream-plugin ab --config "$cfg" --arms init-only dream -
           > "$out/$name.log" 2>&1; echo "$name done"; }
 mkdir -p "$out"
 run n_data-0      --n-data 0
-run n_data-1024   --n-data 1024
 run pretrain-1437 --pretrain 1437
-run fix_iter-5    --fix-iter 5
-run interval-1    --interval 1
-run factor-2      --factor 2
-run ipc-1         --ipc 1
 run batch-8       --batch-real 8
+run interval-1    --interval 1
+run fix_iter-5    --fix-iter 5
+run factor-2      --factor 2
+run n_data-1024   --n-data 1024
+run ipc-1         --ipc 1
 run batch-64      --batch-real 64

@@ -156,6 +156,8 @@ def save_plot(results: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
     nets = results["networks"]
+    colors = {name: f"C{i}" for i, name in enumerate(results["config"]["strategies"])}
+    colors["pool"] = "0.3"
     fig = Figure(figsize=(11, 3.6 * len(nets)), dpi=110)
     axes = fig.subplots(len(nets), 2, squeeze=False)
     for row, net in zip(axes, nets):
@@ -163,7 +165,7 @@ def save_plot(results: dict[str, Any], path: Path) -> None:
         for name in results["config"]["strategies"]:
             pts = [(r["n"], r["cosine"]) for r in net["rows"] if r["strategy"] == name]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=name)
+                ax.plot(*zip(*pts), marker="o", label=name, color=colors[name])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size n")
         ax.set_ylabel("cosine(batch gradient, pool gradient)")
@@ -174,7 +176,8 @@ def save_plot(results: dict[str, Any], path: Path) -> None:
         all_norms = np.concatenate([np.asarray(v["grad_norm"]) for v in net["samples"].values()])
         bins = np.linspace(0, float(np.percentile(all_norms, 99.5)) or 1.0, 40)
         for name, v in net["samples"].items():
-            ax.hist(v["grad_norm"], bins=bins, density=True, histtype="step", label=f"{name}")
+            ax.hist(v["grad_norm"], bins=bins, density=True, histtype="step", label=name, color=colors[name],
+                    linewidth=2.0 if name == "pool" else 1.2)
         ax.set_xlabel(f"per-sample gradient norm (picks at n={net['histogram_n']})")
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
