@@ -177,3 +177,20 @@ def test_idc_match_loss_skips_biases_and_the_classifier():
     assert float(idc_match_loss(g_syn, g_real, "l1")) == 18.0
     assert float(idc_match_loss([2 * conv], [conv], "mse")) == 18.0
     assert float(idc_match_loss(g_syn, g_real, "l1", fc=True, bias=True)) == 18.0 + 2 + 40
+
+
+def test_parallel_jobs_give_the_numbers_of_one_job():
+    """--jobs 2 runs (arm, seed) pairs in spawned processes; every run is seeded on its own."""
+    cfg = tiny(arms=["random", "dream"], seeds=2, iterations=1, eval_points=2, idc={"factor": 1, "inner_loop": 1,
+                                                                                    "n_data": 16, "batch_net": 16})
+    one = run_ab(cfg, write=False, log=None)
+    two = run_ab(build_config({**TINY_IDC, "arms": ["random", "dream"], "seeds": 2, "iterations": 1, "eval_points": 2,
+                               "idc": {"factor": 1, "inner_loop": 1, "n_data": 16, "batch_net": 16}, "jobs": 2}),
+                 write=False, log=None)
+
+    def accs(res):
+        return {(run["arm"], run["seed"]): [p["accs"] for p in run["curve"]]
+                for a in res["arms"].values() for run in a["runs"]}
+
+    assert accs(one) == accs(two) and len(accs(one)) == 4
+    assert [(p["treatment"], p["reference"]) for p in two["paired"]] == []  # random vs dream differ in init too
