@@ -58,7 +58,7 @@ def _class_file(d: Path, c: int) -> Path:
 def _cluster_class(feats: torch.Tensor, c: int, ks: tuple[int, ...], seed: int, km: KMeansOptions,
                    keep_centroids: bool) -> dict[str, Any]:
     from ..clustering import nearest_unique, run_kmeans
-    from ..selector import derive_seed
+    from ..seeds import derive_seed
 
     if feats.dim() != 2:
         raise ValueError(f"features of class {c} must be 2-D (items, dim), got shape {tuple(feats.shape)}")

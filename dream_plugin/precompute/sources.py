@@ -55,7 +55,7 @@ def synthetic_features(num_classes: int, per_class: int, dim: int, *, seed: int 
     for name, v in (("classes", num_classes), ("per_class", per_class), ("dim", dim)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"synthetic {name}: {v!r} is not allowed; expected an integer >= 1")
-    from ..selector import derive_seed
+    from ..seeds import derive_seed
 
     def features_of(c: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(derive_seed(seed, "synthetic", c))
