@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from .distances import _check_chunk_size, _check_pair, _promote, _row_sq_norms
+from .distances import check_chunk_size, check_pair, promote, row_sq_norms
 
 __all__ = ["nearest_unique", "nearest_per_cluster"]
 
 
 def _validate(x: torch.Tensor, centroids: torch.Tensor, chunk_size: int) -> None:
-    _check_pair(x, centroids, "x", "centroids")
-    _check_chunk_size(chunk_size)
+    check_pair(x, centroids, "x", "centroids")
+    check_chunk_size(chunk_size)
     if x.shape[0] == 0:
         raise ValueError(f"x must contain at least one row, got shape {tuple(x.shape)}")
     if centroids.shape[0] == 0:
@@ -160,9 +160,9 @@ def nearest_unique(
     n, k = x.shape[0], centroids.shape[0]
     if k > n:
         raise ValueError(f"cannot pick {k} distinct items from x with only {n} rows (need K <= N)")
-    xf, cf = _promote(x, centroids)
+    xf, cf = promote(x, centroids)
     used = torch.zeros(n, dtype=torch.bool, device=x.device)
-    return _assign_round(xf, _row_sq_norms(xf), cf, _row_sq_norms(cf), used, chunk_size)
+    return _assign_round(xf, row_sq_norms(xf), cf, row_sq_norms(cf), used, chunk_size)
 
 
 def nearest_per_cluster(
@@ -188,8 +188,8 @@ def nearest_per_cluster(
         raise ValueError(
             f"cannot pick {k} x {per_cluster} = {k * per_cluster} distinct items from x with only {n} rows"
         )
-    xf, cf = _promote(x, centroids)
-    x_sq, c_sq = _row_sq_norms(xf), _row_sq_norms(cf)
+    xf, cf = promote(x, centroids)
+    x_sq, c_sq = row_sq_norms(xf), row_sq_norms(cf)
     used = torch.zeros(n, dtype=torch.bool, device=x.device)
     rounds = []
     for _ in range(per_cluster):

@@ -20,37 +20,36 @@ squared distances from every point to its candidates. Three ways to get them:
 
 ``'direct'`` and ``'pairwise'`` make the same choices for the same generator state, up to
 floating-point rounding; ``'blocked'`` draws from the same distribution with a different use of
-the random stream. ``'auto'`` picks by a cost model (see :func:`choose_method`). All randomness
-comes from the problems' own ``torch.Generator`` objects; global random state is never used.
+the random stream. The method is always the caller's explicit choice (default ``'direct'``, see
+:data:`DEFAULT_SEEDING`), never a function of the device or the batch size, so one seed gives the
+same seeds for a problem alone and in any batch. All randomness comes from the problems' own
+``torch.Generator`` objects; global random state is never used.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 __all__ = [
-    "BLOCK", "SEEDING_METHODS", "PAIRWISE_MAX_ELEMENTS", "blocked_seeds_and_assignment", "check_n_local_trials", "choose_method", "gram_matrix",
-    "greedy_kmeans_plusplus", "n_trials_for",
+    "BLOCK", "DEFAULT_SEEDING", "SEEDING_METHODS", "blocked_seeds_and_assignment", "check_n_local_trials",
+    "check_seeding", "gram_matrix", "greedy_kmeans_plusplus", "initial_centres", "kmeans_plusplus", "n_trials_for",
+    "sampled_size",
 ]
 
-#: Accepted values of ``method``.
-SEEDING_METHODS = ("auto", "direct", "pairwise", "blocked")
+#: Accepted values of ``method`` (``seeding=`` in the k-means entry points).
+SEEDING_METHODS = ("direct", "pairwise", "blocked")
+
+#: The default: the one method that suits every device and batch size (see docs/benchmarks.md,
+#: "Seeding"); ``'pairwise'`` (small pools) and ``'blocked'`` (large pools on the CPU) are opt-in.
+DEFAULT_SEEDING = "direct"
 
 #: Most candidates ``'blocked'`` proposes at once (fewer when fewer steps remain).
 BLOCK = 128
-
-#: ``'auto'`` never builds a pairwise matrix with more elements than this (``B * N^2``; 2^25
-#: float32 elements are 128 MiB).
-PAIRWISE_MAX_ELEMENTS = 2**25
-
-#: A skinny ``(L, D) x (D, N)`` product runs at roughly a third of the speed of a large square
-#: one on the CPUs we measured (docs/benchmarks.md, "Selection speed"); the cost model uses it.
-_SKINNY_SLOWDOWN = 3.0
-
 
 def check_n_local_trials(n_local_trials: object) -> int | None:
     """Validate ``n_local_trials``: None (the default rule) or an integer >= 1."""
@@ -72,25 +71,19 @@ def n_trials_for(k: int, n_local_trials: int | None = None) -> int:
     return check_n_local_trials(n_local_trials)  # type: ignore[return-value]
 
 
-def choose_method(
-    n: int, k: int, batch: int = 1, method: str = "auto", device_type: str = "cpu", n_local_trials: int | None = None
-) -> str:
-    """Resolve ``method`` to ``'direct'``, ``'pairwise'`` or ``'blocked'`` for ``batch`` problems of ``n`` rows.
-
-    ``'auto'`` chooses ``'pairwise'`` when its one ``N x N x D`` product costs less than the
-    K steps' ``N x D x L`` products (weighted by their lower speed) and the matrix stays under
-    :data:`PAIRWISE_MAX_ELEMENTS` (the feature dimension cancels out of the comparison);
-    otherwise ``'blocked'`` on the CPU and ``'direct'`` on accelerators, where the rejection
-    step's host synchronisations would stall the device.
-    """
+def check_seeding(method: object) -> str:
+    """Validate a seeding method. ``'auto'`` (earlier releases) is accepted with a FutureWarning
+    and means :data:`DEFAULT_SEEDING`: it used to pick by pool size, batch size and device, so
+    the same seed could seed a class differently alone and in a batch."""
+    if method == "auto":
+        warnings.warn(
+            f"seeding='auto' is deprecated and now means {DEFAULT_SEEDING!r}; pass one of "
+            f"{', '.join(map(repr, SEEDING_METHODS))}", FutureWarning, stacklevel=3,
+        )
+        return DEFAULT_SEEDING
     if method not in SEEDING_METHODS:
         raise ValueError(f"seeding method must be one of {', '.join(map(repr, SEEDING_METHODS))}, got {method!r}")
-    if method != "auto":
-        return method
-    steps_work = _SKINNY_SLOWDOWN * (k - 1) * n_trials_for(k, n_local_trials)
-    if batch * n * n <= PAIRWISE_MAX_ELEMENTS and n < steps_work:
-        return "pairwise"
-    return "blocked" if device_type == "cpu" else "direct"
+    return method  # type: ignore[return-value]
 
 
 def gram_matrix(xf: torch.Tensor) -> torch.Tensor:
@@ -109,7 +102,7 @@ def greedy_kmeans_plusplus(
     k: int,
     gens: Sequence[torch.Generator],
     lens: Sequence[int] | None = None,
-    method: str = "auto",
+    method: str = DEFAULT_SEEDING,
     gram: torch.Tensor | None = None,
     n_local_trials: int | None = None,
 ) -> torch.Tensor:
@@ -127,7 +120,7 @@ def greedy_kmeans_plusplus(
     dev = xf.device
     lens = [n] * b if lens is None else list(lens)
     n_trials = n_trials_for(k, n_local_trials)
-    resolved = "pairwise" if gram is not None else choose_method(n, k, b, method, dev.type, n_local_trials)
+    resolved = "pairwise" if gram is not None else check_seeding(method)
     if resolved == "blocked":
         out = torch.empty((b, k), dtype=torch.long, device=dev)
         for i, (m, g) in enumerate(zip(lens, gens)):  # rejection is per problem: one at a time
@@ -243,3 +236,47 @@ def blocked_seeds_and_assignment(
         closest[chosen[c]] = 0  # a chosen point can never be drawn again
         labels[chosen[c]] = c
     return chosen, labels, closest
+
+
+def sampled_size(k: int) -> int:
+    """Rows used by ``'k-means++-sampled'`` seeding: ``max(20 K, 1000)``."""
+    return max(20 * k, 1000)
+
+
+def kmeans_plusplus(
+    x: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator, method: str = DEFAULT_SEEDING,
+    n_local_trials: int | None = None, sampled: bool = False,
+) -> torch.Tensor:
+    """k-means++ centres ``(K, D)`` of one problem ``x`` ``(N, D)``; ``sampled``: on :func:`sampled_size` random rows."""
+    n = x.shape[0]
+    if sampled and sampled_size(k) < n:
+        idx = torch.randperm(n, generator=gen, device=gen.device)[: sampled_size(k)].to(x.device)
+        x, x_sq = x.index_select(0, idx), x_sq.index_select(0, idx)
+    idx = greedy_kmeans_plusplus(x.unsqueeze(0), x_sq.unsqueeze(0), k, [gen], method=method,
+                                 n_local_trials=n_local_trials)[0]
+    return x.index_select(0, idx)
+
+
+def initial_centres(
+    xf: torch.Tensor, x_sq: torch.Tensor, lens: Sequence[int], k: int, gens: Sequence[torch.Generator], init: str,
+    method: str = DEFAULT_SEEDING, n_local_trials: int | None = None,
+) -> torch.Tensor:
+    """Starting centroids ``(B, K, D)`` of the padded problems for a string ``init``.
+
+    ``'random'``: K distinct rows; ``'k-means++'``: all problems' seeding at once;
+    ``'k-means++-sampled'``: k-means++ on a random subsample of each problem. Each problem draws
+    from its own generator, so its centres are the same alone and in a batch.
+    """
+    if init == "random":
+        rows = []
+        for i, (n, g) in enumerate(zip(lens, gens)):
+            idx = torch.randperm(n, generator=g, device=g.device)[:k].to(xf.device)
+            rows.append(xf[i].index_select(0, idx))
+        return torch.stack(rows)
+    if init == "k-means++":
+        idx = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, method=method, n_local_trials=n_local_trials)
+        return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))
+    if init == "k-means++-sampled":
+        return torch.stack([kmeans_plusplus(xf[i, :n], x_sq[i, :n], k, g, method, n_local_trials, sampled=True)
+                            for i, (n, g) in enumerate(zip(lens, gens))])
+    raise ValueError(f"unknown init {init!r}; allowed: 'k-means++', 'k-means++-sampled', 'random' or a tensor")
