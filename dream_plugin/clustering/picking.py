@@ -5,13 +5,19 @@ share the same nearest item, which would silently give fewer than K distinct
 representatives; these helpers resolve such collisions deterministically: the
 centroid closer to the contested item keeps it, the other takes its next
 nearest item that is still unused.
+
+Precision: items and centroids are shifted by the same vector, the items' mean, before any
+distance is computed (see :func:`_centred_frame`). ``|x|^2 - 2 x.c + |c|^2`` on uncentred float32
+features (ReLU features of a trained network can sit thousands of units from the origin) loses
+the digits that tell neighbours apart to cancellation; after the shift the arithmetic is as
+precise as for data at the origin, so the picks do not depend on where the data sit.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .distances import check_chunk_size, check_pair, promote, row_sq_norms
+from .distances import check_chunk_size, check_pair, compute_dtype, row_sq_norms
 
 __all__ = ["nearest_unique", "nearest_per_cluster"]
 
@@ -26,6 +32,18 @@ def _validate(x: torch.Tensor, centroids: torch.Tensor, chunk_size: int) -> None
     for name, t in (("x", x), ("centroids", centroids)):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains NaN or inf values")
+
+
+def _centred_frame(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` and ``centroids`` in the compute dtype, both minus the items' mean (distances unchanged).
+
+    The mean is summed in float64 and rounded once; x and the centroids lose the same rounded
+    vector, so its rounding error shifts everything alike and changes no distance.
+    """
+    dt = compute_dtype(torch.promote_types(x.dtype, centroids.dtype))
+    xd, cd = x.detach(), centroids.detach()
+    mu = (xd.sum(dim=0, keepdim=True, dtype=torch.float64) / xd.shape[0]).to(dt)
+    return xd.to(dt) - mu, cd.to(dt) - mu
 
 
 def _split_winners(best: torch.Tensor, best_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,7 +178,7 @@ def nearest_unique(
     n, k = x.shape[0], centroids.shape[0]
     if k > n:
         raise ValueError(f"cannot pick {k} distinct items from x with only {n} rows (need K <= N)")
-    xf, cf = promote(x, centroids)
+    xf, cf = _centred_frame(x, centroids)
     used = torch.zeros(n, dtype=torch.bool, device=x.device)
     return _assign_round(xf, row_sq_norms(xf), cf, row_sq_norms(cf), used, chunk_size)
 
@@ -188,7 +206,7 @@ def nearest_per_cluster(
         raise ValueError(
             f"cannot pick {k} x {per_cluster} = {k * per_cluster} distinct items from x with only {n} rows"
         )
-    xf, cf = promote(x, centroids)
+    xf, cf = _centred_frame(x, centroids)
     x_sq, c_sq = row_sq_norms(xf), row_sq_norms(cf)
     used = torch.zeros(n, dtype=torch.bool, device=x.device)
     rounds = []
