@@ -35,6 +35,7 @@ embedding/clustering times and k-means statistics; a receiving rank's record has
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import types
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ AnswerFn = Callable[[Sequence[SelectionCall]], "list[SelectionAnswer]"]
 """The selector's local answering path (:meth:`dream_plugin.selector.Selector.answer`)."""
 
 MODES = ("auto", "broadcast", "shard", "off")
+
+logger = logging.getLogger("dream_plugin")
 
 # header columns of one exchanged row: status, class, kind, call index, pool size, n
 _HDR = 6
@@ -201,6 +204,7 @@ def consistent_answers(
         except Exception as exc:  # noqa: BLE001 - sent as a failure status, raised after the exchange
             error = exc
     rows = _exchange(calls, owner, computed, mode, rank, world, settings.src)
+    logger.debug("rank %d/%d: %s exchange of %d selection(s), %d computed here", rank, world, mode, len(calls), len(mine))
     received_share = (time.perf_counter() - start) / len(calls)
     _raise_failures(calls, owner, rows, mode, error)
     answers, events = [], []

@@ -9,6 +9,7 @@ built default plugin manager.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from .checks import PluginError
 from .config import ENV_DISABLE_AUTOLOAD, PluginSettings
 
 ENTRY_POINT_GROUP = "dream_plugin"
+
+logger = logging.getLogger("dream_plugin")
 
 __all__ = [
     "BUILTIN_PLUGIN_NAME", "DreamPluginManager", "ENTRY_POINT_GROUP", "PluginError", "StrategyInfo",
@@ -87,6 +90,7 @@ def load_entry_points(pm: pluggy.PluginManager) -> None:
                     f"failed to import: {type(exc).__name__}: {exc}"
                 ) from exc
             pm.register(plugin, name=ep.name)
+            logger.debug("loaded plugin %r (%s) from %s", ep.name, ep.value, _distribution_label(dist))
             if isinstance(pm, DreamPluginManager):
                 pm.distributions[ep.name] = _distribution_label(dist)
 

@@ -19,6 +19,7 @@ or network state.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import warnings
 from collections.abc import Sequence
@@ -60,6 +61,8 @@ from .requests import (
 from .seeds import derive_seed
 
 __all__ = ["Selector", "derive_seed"]
+
+logger = logging.getLogger("dream_plugin")
 
 
 class Selector:
@@ -313,6 +316,8 @@ class Selector:
             answered_by=answer.answered_by,
         )
         self.records.append(record)
+        logger.debug("%s picks of class %d (call %d, n=%d of %d) answered by %s in %.4f s", request.kind,
+                     request.class_id, call.call_index, request.n, request.pool_size, answer.answered_by, answer.seconds)
         self._notify(record)
         return answer.positions
 

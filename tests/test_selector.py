@@ -234,3 +234,11 @@ def test_a_passing_plugin_that_draws_from_the_generator_does_not_change_the_pick
         b = with_plugin.select(c, 4, torch.arange(30), lambda p: p)
         assert torch.equal(a, b)
     assert [r.answered_by for r in with_plugin.records] == ["strategy:random"] * 3
+
+
+def test_selections_are_logged_on_the_package_logger(isolated_pm, caplog):
+    sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
+    with caplog.at_level("DEBUG", logger="dream_plugin"):
+        sel.select(2, 3, torch.arange(10), lambda p: p)
+    assert [r.name for r in caplog.records] == ["dream_plugin"]
+    assert "match picks of class 2 (call 0, n=3 of 10) answered by strategy:random" in caplog.text

@@ -134,24 +134,9 @@ def greedy_kmeans_plusplus(
     mask = (torch.arange(n, device=dev).unsqueeze(0) < torch.tensor(lens, device=dev).unsqueeze(1)) if padded else None
     last = torch.tensor(lens, device=dev).sub_(1).unsqueeze(1)  # (B, 1)
 
-    if resolved == "pairwise":
-        g = gram if gram is not None else gram_matrix(xf)
-        x_sq_row = x_sq.unsqueeze(1)
-        flat_g = g.reshape(b * n, n)
-        offsets = (torch.arange(b, device=dev) * n).unsqueeze(1)
-
-        def rows(idx: torch.Tensor) -> torch.Tensor:  # idx (B, L) -> squared distances (B, L, N)
-            picked = flat_g.index_select(0, (idx + offsets).reshape(-1)).view(b, -1, n)
-            out = torch.add(x_sq_row + torch.gather(x_sq, 1, idx).unsqueeze(2), picked, alpha=-2.0)
-            return out.clamp_(min=0)
-    else:
-        x_t = xf.transpose(1, 2)
-        x_sq_row = x_sq.unsqueeze(1)
-
-        def rows(idx: torch.Tensor) -> torch.Tensor:
-            cand = torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))  # (B, L, D)
-            out = torch.baddbmm(x_sq_row, cand, x_t, alpha=-2.0)
-            return out.add_(torch.gather(x_sq, 1, idx).unsqueeze(2)).clamp_(min=0)
+    if gram is None and resolved == "pairwise":
+        gram = gram_matrix(xf)
+    rows = _distance_rows(xf, x_sq, gram)
 
     chosen = torch.empty((b, k), dtype=torch.long, device=dev)
     chosen[:, 0] = first
@@ -174,6 +159,34 @@ def greedy_kmeans_plusplus(
         closest = dc[ar, best]
         closest[ar, chosen[:, c]] = 0  # a chosen point can never be drawn again
     return chosen
+
+
+def _distance_rows(xf: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor | None):
+    """``rows(idx)``: squared distances ``(B, L, N)`` from the candidate rows ``idx`` ``(B, L)`` to every row.
+
+    With ``gram`` (``X X^T``, the pairwise path) they are gathered from it; otherwise one skinny
+    product per call (the direct path).
+    """
+    b, n, _ = xf.shape
+    x_sq_row = x_sq.unsqueeze(1)
+    if gram is not None:
+        flat_g = gram.reshape(b * n, n)
+        offsets = (torch.arange(b, device=xf.device) * n).unsqueeze(1)
+
+        def rows(idx: torch.Tensor) -> torch.Tensor:
+            picked = flat_g.index_select(0, (idx + offsets).reshape(-1)).view(b, -1, n)
+            out = torch.add(x_sq_row + torch.gather(x_sq, 1, idx).unsqueeze(2), picked, alpha=-2.0)
+            return out.clamp_(min=0)
+
+        return rows
+    x_t = xf.transpose(1, 2)
+
+    def rows(idx: torch.Tensor) -> torch.Tensor:
+        cand = torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))  # (B, L, D)
+        out = torch.baddbmm(x_sq_row, cand, x_t, alpha=-2.0)
+        return out.add_(torch.gather(x_sq, 1, idx).unsqueeze(2)).clamp_(min=0)
+
+    return rows
 
 
 def blocked_seeds_and_assignment(

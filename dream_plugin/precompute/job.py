@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import resource
 import shutil
@@ -23,6 +24,8 @@ import torch
 
 from ..picks import FORMAT, FORMAT_VERSION, Fingerprint
 from ..strategies.dream import KMeansOptions
+
+logger = logging.getLogger("dream_plugin")
 
 _PARTIAL_SUFFIX = ".partial"
 _MANIFEST = "manifest.json"
@@ -142,6 +145,8 @@ def _compute_missing(features_of: Callable[[int], torch.Tensor], fingerprint: Fi
     done, todo = [], []
     for c in range(fingerprint.num_classes):
         (done if _class_file(d, c).is_file() else todo).append(c)
+    if done:
+        logger.info("%s: resuming an interrupted run, %d of %d classes already done", d, len(done), fingerprint.num_classes)
     bar = tqdm(total=fingerprint.num_classes, initial=len(done), desc="precompute", unit="class",
                disable=not progress, file=sys.stderr)
     try:
