@@ -54,25 +54,28 @@ def test_a_padded_batch_makes_each_problem_s_own_choices(method):
 
 
 def test_the_default_seeding_is_one_fixed_method():
-    assert DEFAULT_SEEDING == "direct" and check_seeding("pairwise") == "pairwise"
+    assert DEFAULT_SEEDING == "blocked" and check_seeding("pairwise") == "pairwise"
     assert n_trials_for(1) == 2 and n_trials_for(128) == 6
-    with pytest.warns(FutureWarning, match="seeding='auto' is deprecated and now means 'direct'"):
-        assert check_seeding("auto") == "direct"
+    with pytest.warns(FutureWarning, match="seeding='auto' is deprecated and now means 'blocked'"):
+        assert check_seeding("auto") == "blocked"
 
 
-@pytest.mark.parametrize(("n_max", "b"), [(300, 1), (300, 400), (1200, 30)])
-def test_per_class_and_batched_picks_are_identical_across_the_old_threshold(n_max, b, one_thread):
+@pytest.mark.parametrize("seeding", [None, "direct"])
+@pytest.mark.parametrize(("n_max", "b"), [(300, 1), (300, 400), (1200, 30), (150, 50)])
+def test_per_class_and_batched_picks_are_identical_across_the_old_threshold(n_max, b, seeding, one_thread):
     # the old 'auto' rule took the Gram-matrix path when B * N^2 <= 2**25 and N < 3 (K-1)(2 + ln K):
     # 300 rows and K=32 are under it alone (90,000 elements) but over it in a batch of 400 (3.6e7),
-    # so a class alone and the same class in a batch were seeded differently
+    # so a class alone and the same class in a batch were seeded differently. 150 rows are under
+    # K * L = 160: the blocked seeding takes its rows from one N x N product there
     k = 32
+    opts = {} if seeding is None else {"seeding": seeding}
     g = gen(n_max + b)
     lens = [n_max - (i * 7) % 40 for i in range(b)]
     xs = [torch.randn(n, 24, generator=g) + 3 * torch.randn(1, 24, generator=g) for n in lens]
     batch, lengths = pad_problems(xs)
-    res = kmeans_batched(batch, k, lengths=lengths, generators=[gen(1000 + i) for i in range(b)], max_iter=20)
+    res = kmeans_batched(batch, k, lengths=lengths, generators=[gen(1000 + i) for i in range(b)], max_iter=20, **opts)
     for i in (0, b // 2, b - 1):
-        alone = kmeans(xs[i], k, generator=gen(1000 + i), max_iter=20)
+        alone = kmeans(xs[i], k, generator=gen(1000 + i), max_iter=20, **opts)
         assert torch.equal(res.labels[i, : lens[i]], alone.labels), i
         assert res.n_iter[i] == alone.n_iter
         # the centroids agree to rounding (the padded mean is summed over more rows) and the picks exactly

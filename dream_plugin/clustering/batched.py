@@ -26,7 +26,7 @@ import torch
 from .centring import centre_far_problems
 from .distances import check_chunk_size, compute_dtype
 from .lloyd import assign, lloyd
-from .seeding import DEFAULT_SEEDING, check_n_local_trials, check_seeding, initial_centres
+from .seeding import DEFAULT_SEEDING, blocked_seeds, check_n_local_trials, check_seeding, initial_centres
 from .validation import KMeansResult, as_int, make_generator, validate_precision
 
 __all__ = ["BatchedKMeansResult", "kmeans_batched", "pad_problems"]
@@ -153,11 +153,15 @@ def _prepare_rows(
 def _start(
     init: str | torch.Tensor, xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int,
     gens: list[torch.Generator], mu: torch.Tensor | None, method: str, n_local_trials: int | None,
-) -> torch.Tensor:
-    """The starting centroids ``(B, K, D)`` in the (possibly centred) frame of ``xf``."""
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The starting centroids ``(B, K, D)`` in the (possibly centred) frame of ``xf``, and the
+    rows' assignment to them when the seeding computed it anyway (``'blocked'``), else None."""
     b, _, d = xf.shape
+    if isinstance(init, str) and init == "k-means++" and method == "blocked":
+        idx, labels, dist = blocked_seeds(xf, x_sq, lens, k, gens, n_local_trials)
+        return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, d)), (labels, dist)
     if not isinstance(init, torch.Tensor):
-        return initial_centres(xf, x_sq, lens, k, gens, init, method, n_local_trials)
+        return initial_centres(xf, x_sq, lens, k, gens, init, method, n_local_trials), None
     if tuple(init.shape) != (b, k, d):
         raise ValueError(f"init tensor must have shape (B, K, D) = {(b, k, d)}, got {tuple(init.shape)}")
     if init.device != xf.device:
@@ -165,7 +169,7 @@ def _start(
     if not bool(torch.isfinite(init).all()):
         raise ValueError("init tensor contains NaN or inf values")
     centers = init.detach().to(xf.dtype)
-    return centers - mu if mu is not None else centers.clone()
+    return (centers - mu if mu is not None else centers.clone()), None
 
 
 def kmeans_batched(
@@ -217,9 +221,9 @@ def kmeans_batched(
     x = x.detach()
     xf, x_sq, mask, mu, mean_var, _ = _prepare_rows(x, lens, overwrite_x)
     tol_abs = (tol * mean_var).tolist()  # per problem: the mean feature variance over its real rows
-    centers = _start(init, xf, x_sq, lens, k, gens, mu, method, n_local_trials)
+    centers, first = _start(init, xf, x_sq, lens, k, gens, mu, method, n_local_trials)
     out_centers, n_iter, converged, assigned = lloyd(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size,
-                                                     precision)
+                                                     precision, first_assignment=first)
     if assigned is not None:  # every problem stopped with unchanged labels: the last assignment is final
         labels, dist = assigned
     else:  # final assignment in full precision: labels / inertia are those of the returned centroids

@@ -92,11 +92,14 @@ def update_with_empty_clusters(
 def lloyd(
     xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
     max_iter: int, tol_abs: list[float], chunk_size: int, precision: str,
+    first_assignment: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> LloydOutcome:
     """Lloyd iterations from ``centers`` ``(B, K, D)`` for the padded problems ``xf`` ``(B, N, D)``.
 
     ``mask`` marks the real rows (problem ``b`` owns ``[0, lens[b])``); ``tol_abs`` is each
-    problem's absolute tolerance on the summed squared centroid shift.
+    problem's absolute tolerance on the summed squared centroid shift. ``first_assignment``:
+    ``(labels, squared distances)`` of the rows to ``centers`` when the seeding has them (then the
+    first iteration skips its product; used in fp32 only).
     """
     b, n_max, _ = xf.shape
     dev = xf.device
@@ -114,7 +117,10 @@ def lloyd(
     with matmul_precision(precision, dev):
         lowp = _low_precision_copy(wx, wmask, lens, active) if low else None
         for it in range(max_iter):
-            labels, dist = assign(wx, wsq, wc, rows, lowp)
+            if it == 0 and first_assignment is not None and precision == "fp32":
+                labels, dist = first_assignment
+            else:
+                labels, dist = assign(wx, wsq, wc, rows, lowp)
             # the sums' row chunks do not depend on the batch size: a problem's means are the same alone and in a batch
             sums, counts = sum_by_label(wx, labels, wmask, k, rows=chunk_size), count_by_label(labels, wmask, k)
             new = sums / counts.clamp(min=1).unsqueeze(2).to(wx.dtype)

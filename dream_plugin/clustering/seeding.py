@@ -11,12 +11,14 @@ squared distances from every point to its candidates. Three ways to get them:
 * ``'pairwise'``: the Gram matrix ``X X^T`` once (one large, efficient matrix product), then each
   step only gathers ``L`` of its rows. It wins when the pool is small next to the
   work of the steps (``N`` below a few times ``K * L``), and its memory is ``B * N^2`` floats.
-* ``'blocked'``: candidates are proposed up to :data:`BLOCK` at a time from the weights of the
+* ``'blocked'`` (default): candidates are proposed up to :data:`BLOCK` at a time from the weights of the
   moment, their distance rows computed in one efficient product, and each step takes its ``L``
   candidates from that block by rejection sampling: a proposal drawn with the older weight
   ``w_ref`` is accepted with probability ``w_now / w_ref`` (weights only shrink as centres are
-  added), so accepted candidates follow exactly the current k-means++ distribution. Large pools
-  on the CPU: the product runs near peak speed instead of re-reading ``x`` every step.
+  added), so accepted candidates follow exactly the current k-means++ distribution. The product
+  runs near peak speed instead of re-reading ``x`` every step; small pools take all their rows
+  from one ``N x N`` product (:data:`GRAM_MAX_ROWS`). Each problem is seeded on its own rows, so a
+  problem's seeds are the same alone and in a batch.
 
 ``'direct'`` and ``'pairwise'`` make the same choices for the same generator state, up to
 floating-point rounding; ``'blocked'`` draws from the same distribution with a different use of
@@ -36,7 +38,7 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
-    "BLOCK", "DEFAULT_SEEDING", "SEEDING_METHODS", "blocked_seeds_and_assignment", "check_n_local_trials",
+    "BLOCK", "DEFAULT_SEEDING", "GRAM_MAX_ROWS", "SEEDING_METHODS", "blocked_seeds", "blocked_seeds_and_assignment", "check_n_local_trials",
     "check_seeding", "gram_matrix", "greedy_kmeans_plusplus", "initial_centres", "kmeans_plusplus", "n_trials_for",
     "sampled_size",
 ]
@@ -44,12 +46,18 @@ __all__ = [
 #: Accepted values of ``method`` (``seeding=`` in the k-means entry points).
 SEEDING_METHODS = ("direct", "pairwise", "blocked")
 
-#: The default: the one method that suits every device and batch size (see docs/benchmarks.md,
-#: "Seeding"); ``'pairwise'`` (small pools) and ``'blocked'`` (large pools on the CPU) are opt-in.
-DEFAULT_SEEDING = "direct"
+#: The default, on every device and batch size (see docs/benchmarks.md, "Seeding"): the fastest
+#: on the CPU for small and large pools alike. ``'direct'`` avoids the rejection step's host
+#: synchronisations on accelerators; ``'pairwise'`` is the Gram-matrix variant of ``'direct'``.
+DEFAULT_SEEDING = "blocked"
 
 #: Most candidates ``'blocked'`` proposes at once (fewer when fewer steps remain).
 BLOCK = 128
+
+#: ``'blocked'`` takes its distance rows from one ``N x N`` product when the pool has at most
+#: ``min(K * L, GRAM_MAX_ROWS)`` rows (``L`` candidates per step): then the candidates would
+#: cover the pool anyway. The matrix stays under 64 MiB of float32.
+GRAM_MAX_ROWS = 4096
 
 def check_n_local_trials(n_local_trials: object) -> int | None:
     """Validate ``n_local_trials``: None (the default rule) or an integer >= 1."""
@@ -121,11 +129,8 @@ def greedy_kmeans_plusplus(
     lens = [n] * b if lens is None else list(lens)
     n_trials = n_trials_for(k, n_local_trials)
     resolved = "pairwise" if gram is not None else check_seeding(method)
-    if resolved == "blocked":
-        out = torch.empty((b, k), dtype=torch.long, device=dev)
-        for i, (m, g) in enumerate(zip(lens, gens)):  # rejection is per problem: one at a time
-            out[i] = blocked_seeds_and_assignment(xf[i, :m], x_sq[i, :m], k, g, n_trials)[0]
-        return out
+    if resolved == "blocked":  # rejection is per problem: one at a time
+        return blocked_seeds(xf, x_sq, lens, k, gens, n_local_trials)[0]
     first = torch.cat([torch.randint(m, (1,), generator=g, device=g.device).to(dev) for m, g in zip(lens, gens)])
     if k > 1:
         u = torch.stack([_rand((k - 1, n_trials), g, dev) for g in gens], dim=1)  # (K-1, B, L)
@@ -159,6 +164,26 @@ def greedy_kmeans_plusplus(
         closest = dc[ar, best]
         closest[ar, chosen[:, c]] = 0  # a chosen point can never be drawn again
     return chosen
+
+
+def blocked_seeds(
+    xf: torch.Tensor, x_sq: torch.Tensor, lens: Sequence[int], k: int, gens: Sequence[torch.Generator],
+    n_local_trials: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``'blocked'`` seeds of each padded problem, one problem at a time on its own rows.
+
+    Returns ``(seed rows (B, K), labels (B, N), squared distances (B, N))``: every real row's nearest
+    seed and its distance (padded rows: label 0, distance 0), which the Lloyd loop can take as its
+    first assignment.
+    """
+    b, n, _ = xf.shape
+    n_trials = n_trials_for(k, n_local_trials)
+    idx = torch.empty((b, k), dtype=torch.long, device=xf.device)
+    labels = torch.zeros((b, n), dtype=torch.long, device=xf.device)
+    dist = xf.new_zeros((b, n))
+    for i, (m, g) in enumerate(zip(lens, gens)):
+        idx[i], labels[i, :m], dist[i, :m] = blocked_seeds_and_assignment(xf[i, :m], x_sq[i, :m], k, g, n_trials)
+    return idx, labels, dist
 
 
 def _distance_rows(xf: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor | None):
@@ -204,12 +229,20 @@ def blocked_seeds_and_assignment(
     first = torch.randint(n, (1,), generator=gen, device=gen.device).to(dev)
     chosen = torch.empty(k, dtype=torch.long, device=dev)
     chosen[0] = first[0]
-    x_t = x.t()
     x_sq_row = x_sq.unsqueeze(0)
+    if n <= min(k * n_trials, GRAM_MAX_ROWS):
+        # a small pool: the candidates would cover it several times over, so all distance rows
+        # come from one N x N product (the pool's own size decides: the same alone and in a batch)
+        dist_all = torch.addmm(x_sq_row, x, x.t(), alpha=-2.0).add_(x_sq.unsqueeze(1)).clamp_(min=0)
 
-    def rows(idx: torch.Tensor) -> torch.Tensor:  # squared distances of the rows idx to every point
-        out = torch.addmm(x_sq_row, x.index_select(0, idx), x_t, alpha=-2.0)
-        return out.add_(x_sq.index_select(0, idx).unsqueeze(1)).clamp_(min=0)
+        def rows(idx: torch.Tensor) -> torch.Tensor:
+            return dist_all.index_select(0, idx)
+    else:
+        x_t = x.t()
+
+        def rows(idx: torch.Tensor) -> torch.Tensor:  # squared distances of the rows idx to every point
+            out = torch.addmm(x_sq_row, x.index_select(0, idx), x_t, alpha=-2.0)
+            return out.add_(x_sq.index_select(0, idx).unsqueeze(1)).clamp_(min=0)
 
     closest = rows(first)[0]
     closest[first[0]] = 0  # exactly: |x|^2 - 2 x.x + |x|^2 may round to a tiny positive weight
