@@ -4,7 +4,7 @@
     python benchmarks/gpu.py --device cpu --quick # tiny sizes, runs anywhere (tested)
 
 Rows: ours fp32 / tf32 / bf16 (one class), ours with the Gram-matrix path forced
-(``seeding='pairwise'``; 'auto' takes it for small pools), ours batched over all classes (fp32, bf16),
+(``seeding='pairwise'``, an explicit choice for small pools), ours batched over all classes (fp32, bf16),
 fast-pytorch-kmeans as the official DREAM code runs it, faiss (if installed; CPU faiss on a CPU
 copy unless faiss has GPU support), and a full re-selection of every class (batched k-means +
 unique nearest picks from pre-computed embeddings; the embedding pass is timed separately with a

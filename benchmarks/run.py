@@ -27,8 +27,8 @@ from typing import Any, Callable
 import torch
 
 from dream_plugin.clustering import kmeans, kmeans_batched, nearest_centroid, pad_problems
-from dream_plugin.clustering.kmeans import _kmeans_plusplus
-from dream_plugin.clustering.distances import _row_sq_norms
+from dream_plugin.clustering.seeding import kmeans_plusplus
+from dream_plugin.clustering.distances import row_sq_norms
 
 
 def set_threads(n: int) -> None:
@@ -110,7 +110,7 @@ def contenders(include_fpk_ours_init: bool = True) -> dict[str, Callable[[torch.
             return km.centroids
 
         def fpk_our_init(x, k, seed):
-            c0 = _kmeans_plusplus(x, _row_sq_norms(x), k, torch.Generator().manual_seed(seed))
+            c0 = kmeans_plusplus(x, row_sq_norms(x), k, torch.Generator().manual_seed(seed))
             km = fpk.KMeans(n_clusters=k, mode="euclidean")
             km.fit(x, centroids=c0)
             return km.centroids
@@ -225,7 +225,7 @@ def section_engine(args) -> list[dict]:
 
 def section_seeding(args) -> list[dict]:
     """The three ways the greedy k-means++ seeding gets its distances, on the engine's data sets."""
-    from dream_plugin.clustering.seeding import SEEDING_METHODS, choose_method, greedy_kmeans_plusplus
+    from dream_plugin.clustering.seeding import DEFAULT_SEEDING, SEEDING_METHODS, greedy_kmeans_plusplus
 
     print(f"\n## k-means++ seeding: direct vs pairwise vs blocked ({load()})")
     g = torch.Generator().manual_seed(0)
@@ -236,12 +236,12 @@ def section_seeding(args) -> list[dict]:
         f"random-normal ({n}x{d})": torch.randn(n, d, generator=g),
         f"blobs, 100 centres ({n}x{d})": blobs(n, d, 100, g),
     }
-    methods = [m for m in SEEDING_METHODS if m != "auto"]
+    methods = list(SEEDING_METHODS)
     rows = []
-    print("| data | K | auto picks | " + " | ".join(f"{m}: median s / mean potential" for m in methods) + " |")
+    print("| data | K | default | " + " | ".join(f"{m}: median s / mean potential" for m in methods) + " |")
     print("|---|---:|---|" + "---|" * len(methods))
     for dname, x in sets.items():
-        x_sq = _row_sq_norms(x)
+        x_sq = row_sq_norms(x)
         for k in ks:
             pots: dict[str, list[float]] = {m: [] for m in methods}
 
@@ -253,7 +253,7 @@ def section_seeding(args) -> list[dict]:
 
             t = bench({m: runner(m) for m in methods}, args.repeats)
             cells = [f"{statistics.median(t[m]):.4f} / {statistics.mean(pots[m]):.5g}" for m in methods]
-            print(f"| {dname} | {k} | {choose_method(x.shape[0], k)} | " + " | ".join(cells) + " |")
+            print(f"| {dname} | {k} | {DEFAULT_SEEDING} | " + " | ".join(cells) + " |")
             for m in methods:
                 rows.append({"data": dname, "K": k, "method": m, "seconds": statistics.median(t[m]),
                              "mean_potential": statistics.mean(pots[m])})

@@ -16,7 +16,7 @@ average. This module makes the answer a collective one:
     ``shard`` when a re-selection covers at least ``world_size`` classes (every rank has work),
     otherwise ``broadcast``. A single-class :meth:`Selector.select` always uses broadcast.
 ``off``
-    no collectives; every rank selects on its own (the pre-0.2 behaviour).
+    no collectives; every rank selects on its own.
 
 Every exchange carries a header (class, call kind, the selector's call index, pool size, n) that
 the receiving ranks check against their own call, so ranks that drifted apart (different call
@@ -35,19 +35,27 @@ embedding/clustering times and k-means statistics; a receiving rank's record has
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 import types
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .requests import CALL_KINDS, SelectionRequest, SelectionResult
+from .requests import CALL_KINDS, SelectionAnswer, SelectionCall, SelectionResult
+from .seeds import derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .selector import Selector
+    from .config import DistributedSettings
+
+AnswerFn = Callable[[Sequence[SelectionCall]], "list[SelectionAnswer]"]
+"""The selector's local answering path (:meth:`dream_plugin.selector.Selector.answer`)."""
 
 MODES = ("auto", "broadcast", "shard", "off")
+
+logger = logging.getLogger("dream_plugin")
 
 # header columns of one exchanged row: status, class, kind, call index, pool size, n
 _HDR = 6
@@ -70,16 +78,6 @@ class DistributedEvent:
     world_size: int
     computed_by: int
     computed_here: bool
-
-
-@dataclass
-class _Role:
-    """What this rank does for one (kind, class) inside :func:`select_classes`."""
-
-    action: str  # "compute" | "receive"
-    mode: str
-    owner: int
-    row: torch.Tensor | None = None  # the received row (header + positions), for "receive"
 
 
 # ------------------------------------------------------------------------------------ group info
@@ -174,286 +172,166 @@ def local_sync_batchnorm(network: nn.Module | None) -> Iterator[int]:
 
 
 # ------------------------------------------------------------------------------------ exchange
+def consistent_answers(
+    calls: Sequence[SelectionCall], answer_locally: AnswerFn, settings: "DistributedSettings", *, batch: bool
+) -> tuple[list[SelectionAnswer], list[DistributedEvent]]:
+    """Answers to ``calls`` that every rank shares, and this rank's events of the exchange.
+
+    ``answer_locally`` is the selector's own answering path. Without a process group, or with
+    ``distributed.mode: off``, it simply answers every call here. Otherwise the owning rank(s)
+    answer and the answers are exchanged: ``batch`` calls (one re-selection, :meth:`Selector.select_classes`)
+    follow ``distributed.mode``; a single call (:meth:`Selector.select`) is broadcast from ``distributed.src``.
+    """
+    info = group_info()
+    if info is None or settings.mode == "off":
+        return answer_locally(calls), []
+    rank, world = info
+    mode = resolve_mode(settings.mode, len(calls), world) if batch else "broadcast"
+    _check_src(settings.src, world)
+    network = calls[0].request.network
+    check_sync_batchnorm(network, settings.sync_batchnorm, mode)
+    if batch:
+        _check_same_call(calls, mode, rank, world)
+    owner = [owner_of(c.request.class_id, world) if mode == "shard" else settings.src for c in calls]
+    start = time.perf_counter()
+    mine = [i for i, o in enumerate(owner) if o == rank]
+    computed: dict[int, SelectionAnswer] = {}
+    error: Exception | None = None
+    if mine:
+        try:
+            with local_sync_batchnorm(network):  # this rank embeds alone: no SyncBN collectives
+                computed = dict(zip(mine, answer_locally([calls[i] for i in mine])))
+        except Exception as exc:  # noqa: BLE001 - sent as a failure status, raised after the exchange
+            error = exc
+    rows = _exchange(calls, owner, computed, mode, rank, world, settings.src)
+    logger.debug("rank %d/%d: %s exchange of %d selection(s), %d computed here", rank, world, mode, len(calls), len(mine))
+    received_share = (time.perf_counter() - start) / len(calls)
+    _raise_failures(calls, owner, rows, mode, error)
+    answers, events = [], []
+    for i, call in enumerate(calls):
+        req = call.request
+        if owner[i] == rank:
+            a = computed[i]
+            answers.append(SelectionAnswer(a.result, a.positions, f"{a.answered_by} (computed on rank {rank}, {mode})",
+                                           a.seconds))
+        else:
+            positions = _verify_row(rows[i], call, owner[i])
+            answers.append(SelectionAnswer(SelectionResult(positions=positions), positions,
+                                           f"received from rank {owner[i]} ({mode})", received_share))
+        events.append(DistributedEvent(req.kind, req.class_id, call.call_index, mode, rank, world, owner[i],
+                                       owner[i] == rank))
+    return answers, events
+
+
 def _kind_code(kind: str) -> int:
     return CALL_KINDS.index(kind)
 
 
-def _header(status: int, kind: str, class_id: int, call_index: int, pool_size: int, n: int) -> list[int]:
-    return [status, int(class_id), _kind_code(kind), int(call_index), int(pool_size), int(n)]
+def _header(status: int, call: SelectionCall) -> list[int]:
+    r = call.request
+    return [status, r.class_id, _kind_code(r.kind), call.call_index, r.pool_size, r.n]
 
 
-def _verify_row(row: torch.Tensor, kind: str, class_id: int, call_index: int, pool_size: int, n: int, src: int) -> torch.Tensor:
-    """Check a received row against this rank's own call; return its positions (CPU int64)."""
-    status, r_class, r_kind, r_call, r_pool, r_n = (int(v) for v in row[:_HDR].tolist())
-    if status == _FAILED:
+def _row(call: SelectionCall, answer: SelectionAnswer | None, width: int) -> torch.Tensor:
+    """One exchanged row: header, then the positions (zeros after a failure)."""
+    row = torch.zeros(width, dtype=torch.int64)
+    row[:_HDR] = torch.tensor(_header(_OK if answer is not None else _FAILED, call))
+    if answer is not None:
+        row[_HDR:_HDR + answer.positions.numel()] = answer.positions
+    return row
+
+
+def _exchange(
+    calls: Sequence[SelectionCall], owner: list[int], computed: dict[int, SelectionAnswer], mode: str,
+    rank: int, world: int, src: int,
+) -> dict[int, torch.Tensor]:
+    """Every call's row (header + positions) on every rank: all-gathered (shard) or broadcast."""
+    import torch.distributed as dist
+
+    dev = comm_device()
+    if mode == "shard":  # the calls are the same on every rank (checked), so are n and the row counts
+        width = _HDR + calls[0].request.n
+        owned = {r: [i for i, o in enumerate(owner) if o == r] for r in range(world)}
+        per_rank = max(len(v) for v in owned.values())
+        local = torch.zeros(per_rank, width, dtype=torch.int64)
+        for j, i in enumerate(owned[rank]):
+            local[j] = _row(calls[i], computed.get(i), width)
+        gathered = [torch.zeros_like(local, device=dev) for _ in range(world)]
+        dist.all_gather(gathered, local.to(dev))
+        return {i: gathered[r][j].cpu() for r in range(world) for j, i in enumerate(owned[r])}
+    # broadcast: the headers first, so that ranks whose calls differ in n still agree on the sizes
+    head = torch.zeros(len(calls), _HDR, dtype=torch.int64)
+    if rank == src:
+        for i, call in enumerate(calls):
+            head[i] = torch.tensor(_header(_OK if i in computed else _FAILED, call))
+    head_dev = head.to(dev)
+    dist.broadcast(head_dev, src)
+    head = head_dev.cpu()
+    n_src = max((int(h[5]) for h in head if int(h[0]) == _OK), default=0)
+    body = torch.zeros(len(calls), n_src, dtype=torch.int64)
+    if rank == src:
+        for i, a in computed.items():
+            body[i, :a.positions.numel()] = a.positions
+    if n_src:
+        body_dev = body.to(dev)
+        dist.broadcast(body_dev, src)
+        body = body_dev.cpu()
+    return {i: torch.cat([head[i], body[i]]) for i in range(len(calls))}
+
+
+def _raise_failures(calls: Sequence[SelectionCall], owner: list[int], rows: dict[int, torch.Tensor], mode: str,
+                    error: Exception | None) -> None:
+    """Raise on every rank when any computing rank failed: its own error there, else a clear one."""
+    failed = [i for i in range(len(calls)) if int(rows[i][0]) == _FAILED]
+    if error is not None:
+        raise error
+    if failed:
+        i = failed[0]
+        req = calls[i].request
         raise DistributedSelectionError(
-            f"rank {src} failed while selecting {kind!r} picks for class {class_id} (call {call_index}); "
-            "see that rank's log for the error"
+            f"rank {owner[i]} failed while selecting {req.kind!r} picks for class {req.class_id} (call "
+            f"{calls[i].call_index}; {len(failed)} class(es) failed in this {mode} exchange: "
+            f"{[calls[j].request.class_id for j in failed][:10]}); see that rank's log for the error"
         )
+
+
+def _verify_row(row: torch.Tensor, call: SelectionCall, src: int) -> torch.Tensor:
+    """Check a received row against this rank's own call; return its positions (CPU int64)."""
+    req = call.request
+    status, r_class, r_kind, r_call, r_pool, r_n = (int(v) for v in row[:_HDR].tolist())
     if status != _OK:
-        raise DistributedSelectionError(f"rank {src} sent no picks for class {class_id} (status {status})")
-    mine = (class_id, _kind_code(kind), call_index, pool_size, n)
+        raise DistributedSelectionError(f"rank {src} sent no picks for class {req.class_id} (status {status})")
+    mine = (req.class_id, _kind_code(req.kind), call.call_index, req.pool_size, req.n)
     theirs = (r_class, r_kind, r_call, r_pool, r_n)
     if mine != theirs:
         def fmt(t: tuple[int, ...]) -> str:
-            return f"class {t[0]}, kind {CALL_KINDS[t[1]] if 0 <= t[1] < len(CALL_KINDS) else t[1]!r}, call {t[2]}, pool {t[3]}, n={t[4]}"
+            kind = CALL_KINDS[t[1]] if 0 <= t[1] < len(CALL_KINDS) else t[1]
+            return f"class {t[0]}, kind {kind!r}, call {t[2]}, pool {t[3]}, n={t[4]}"
 
         raise DistributedSelectionError(
             f"ranks disagree about a selection: this rank asked for {fmt(mine)} but rank {src} answered "
             f"{fmt(theirs)}; every rank must make the same selection calls in the same order with the same pools"
         )
-    return row[_HDR:_HDR + n].to("cpu", torch.int64).clone()
+    return row[_HDR:_HDR + req.n].to("cpu", torch.int64).clone()
 
 
-def _broadcast_row(row: torch.Tensor | None, src: int, width: int) -> torch.Tensor:
+def _check_same_call(calls: Sequence[SelectionCall], mode: str, rank: int, world: int) -> None:
+    """Every rank must be making the same ``select_classes`` call, else the collectives would not line up."""
     import torch.distributed as dist
 
-    dev = comm_device()
-    buf = row.to(dev) if row is not None else torch.zeros(width, dtype=torch.int64, device=dev)
-    dist.broadcast(buf, src)
-    return buf.cpu()
-
-
-def _broadcast_answer(selector: "Selector", request: SelectionRequest, compute: Callable[[], Any], rank: int, world: int) -> Any:
-    """Broadcast mode for one class: ``src`` computes, the others receive."""
-    import torch.distributed as dist
-
-    from .selector import _check_positions
-
-    settings = selector.settings.distributed
-    src = settings.src
-    _check_src(src, world)
-    check_sync_batchnorm(request.network, settings.sync_batchnorm, "broadcast")
-    call_index = selector._calls.get((request.kind, request.class_id), 0)
-    dev = comm_device()
-    if rank == src:
-        name = request.context.get("strategy_name", "?")
-        try:
-            with local_sync_batchnorm(request.network):
-                answer = compute()
-            result = answer if isinstance(answer, SelectionResult) else SelectionResult(positions=answer)
-            who = request.context.get("answered_by", f"strategy:{name}")
-            positions = _check_positions(result.positions, request.n, request.pool_size, request.class_id, who)
-        except BaseException:
-            head = torch.tensor(_header(_FAILED, request.kind, request.class_id, call_index, request.pool_size, request.n), device=dev)
-            dist.broadcast(head, src)
-            raise
-        head = torch.tensor(_header(_OK, request.kind, request.class_id, call_index, request.pool_size, request.n), device=dev)
-        dist.broadcast(head, src)
-        dist.broadcast(positions.to(dev), src)
-        request.context["answered_by"] = f"{who} (computed on rank {rank}, broadcast)"
-        _log(selector, request.kind, request.class_id, call_index, "broadcast", rank, world, src)
-        return result
-    head = torch.zeros(_HDR, dtype=torch.int64, device=dev)
-    dist.broadcast(head, src)
-    head = head.cpu()
-    if int(head[0]) == _OK:
-        body = torch.zeros(int(head[5]), dtype=torch.int64, device=dev)
-        dist.broadcast(body, src)
-        row = torch.cat([head, body.cpu()])
-    else:
-        row = head
-    positions = _verify_row(row, request.kind, request.class_id, call_index, request.pool_size, request.n, src)
-    request.context["answered_by"] = f"received from rank {src} (broadcast)"
-    _log(selector, request.kind, request.class_id, call_index, "broadcast", rank, world, src)
-    return SelectionResult(positions=positions)
-
-
-def _log(selector: "Selector", kind: str, class_id: int, call_index: int, mode: str, rank: int, world: int, owner: int) -> None:
-    log = selector.__dict__.setdefault("distributed_log", [])
-    log.append(DistributedEvent(kind, int(class_id), int(call_index), mode, rank, world, int(owner), owner == rank))
-
-
-def consistent_answer(selector: "Selector", request: SelectionRequest, compute: Callable[[], Any]) -> Any:
-    """The selector's hook point: run ``compute`` (the ``select_*`` hook) so all ranks agree.
-
-    Without a process group, or with ``distributed.mode: off``, this is just ``compute()``.
-    Inside :func:`select_classes` the role (compute here / receive from a rank) is preset;
-    a plain :meth:`Selector.select` under a process group uses broadcast.
-    """
-    roles: dict[tuple[str, int], _Role] = selector.__dict__.get("_dist_roles") or {}
-    role = roles.get((request.kind, request.class_id))
-    if role is not None:
-        info = group_info()
-        rank, world = info if info is not None else (0, 1)
-        call_index = selector._calls.get((request.kind, request.class_id), 0)
-        if role.action == "compute":
-            with local_sync_batchnorm(request.network):
-                answer = compute()
-            who = request.context.get("answered_by", f"strategy:{request.context.get('strategy_name', '?')}")
-            request.context["answered_by"] = f"{who} (computed on rank {rank}, {role.mode})"
-            _log(selector, request.kind, request.class_id, call_index, role.mode, rank, world, rank)
-            return answer
-        assert role.row is not None
-        positions = _verify_row(role.row, request.kind, request.class_id, call_index, request.pool_size, request.n, role.owner)
-        request.context["answered_by"] = f"received from rank {role.owner} ({role.mode})"
-        _log(selector, request.kind, request.class_id, call_index, role.mode, rank, world, role.owner)
-        return SelectionResult(positions=positions)
-    info = group_info()
-    if info is None or selector.settings.distributed.mode == "off":
-        return compute()
-    return _broadcast_answer(selector, request, compute, *info)
-
-
-# ------------------------------------------------------------------------------ select_classes
-def _per_class(values: Any, class_ids: list[int], what: str) -> dict[int, Any]:
-    if isinstance(values, Mapping):
-        missing = [c for c in class_ids if c not in values]
-        if missing:
-            raise ValueError(f"{what}: no entry for class(es) {missing[:10]}; give one per class in class_ids")
-        return {c: values[c] for c in class_ids}
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise TypeError(f"{what} must be a mapping class -> value or a sequence aligned with class_ids, got {type(values).__name__}")
-    if len(values) != len(class_ids):
-        raise ValueError(f"{what}: {len(values)} entries for {len(class_ids)} classes; give one per class in class_ids")
-    return dict(zip(class_ids, values))
-
-
-def _signature(class_ids: list[int], n: int, kind: str, mode: str) -> list[int]:
-    from .selector import derive_seed
-
-    return [len(class_ids), n, _kind_code(kind), MODES.index(mode), derive_seed(*class_ids)]
-
-
-def select_classes(
-    selector: "Selector",
-    class_ids: Sequence[int],
-    n: int,
-    pools: Any,
-    loads: Any,
-    *,
-    kind: str = "match",
-    embed: Any = None,
-    network: nn.Module | None = None,
-    step: int | None = None,
-    device: Any = None,
-    embed_source: str = "none",
-) -> dict[int, torch.Tensor]:
-    """Implementation of :meth:`Selector.select_classes` (see there)."""
-    import torch.distributed as dist
-
-    if isinstance(class_ids, (str, bytes)) or not isinstance(class_ids, Sequence):
-        raise TypeError(f"class_ids must be a sequence of ints, got {type(class_ids).__name__}")
-    ids: list[int] = []
-    for c in class_ids:
-        if isinstance(c, bool) or not isinstance(c, int) and not (isinstance(c, torch.Tensor) and c.dim() == 0):
-            raise TypeError(f"class_ids must hold ints, got {type(c).__name__} {c!r}")
-        if int(c) < 0:
-            raise ValueError(f"class_ids must be >= 0, got {int(c)}")
-        ids.append(int(c))
-    if not ids:
-        raise ValueError("class_ids is empty; give at least one class")
-    if len(set(ids)) != len(ids):
-        dup = sorted({c for c in ids if ids.count(c) > 1})
-        raise ValueError(f"class_ids must be distinct; repeated: {dup[:10]}")
-    if kind not in CALL_KINDS:
-        raise ValueError(f"kind: {kind!r} is not allowed; expected one of {', '.join(CALL_KINDS)}")
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
-    if n <= 0:
-        raise ValueError(f"n must be >= 1, got n={n}")
-    pool_of = _per_class(pools, ids, "pools")
-    load_of = _per_class(loads, ids, "loads")
-
-    def one(c: int) -> torch.Tensor:
-        return selector.select(c, n, pool_of[c], load_of[c], kind=kind, embed=embed, network=network, step=step,
-                               device=device, embed_source=embed_source)
-
-    def prepare(classes: list[int]) -> None:  # batched answers for the one(c) calls that follow
-        selector._prepare_many(classes, n, pool_of, load_of, kind=kind, embed=embed, network=network, step=step,
-                               device=device, embed_source=embed_source)
-
-    info = group_info()
-    settings = selector.settings.distributed
-    mode = resolve_mode(settings.mode, len(ids), info[1] if info else 1)
-    if info is None or mode == "off":
-        try:
-            prepare(ids)
-            return {c: one(c) for c in ids}
-        finally:
-            selector._prepared.clear()
-    rank, world = info
-    _check_src(settings.src, world)
-    check_sync_batchnorm(network, settings.sync_batchnorm, mode)
-    dev = comm_device()
-
-    # 1. every rank must be making the same call (else the collectives below would not line up)
-    sig = torch.tensor(_signature(ids, n, kind, mode), dtype=torch.int64, device=dev)
+    first = calls[0].request
+    ids = [c.request.class_id for c in calls]
+    sig = torch.tensor([len(ids), first.n, _kind_code(first.kind), MODES.index(mode), derive_seed(*ids)],
+                       dtype=torch.int64, device=comm_device())
     sigs = [torch.zeros_like(sig) for _ in range(world)]
     dist.all_gather(sigs, sig)
     for r, s in enumerate(sigs):
         if not torch.equal(s.cpu(), sig.cpu()):
             got = s.tolist()
             raise DistributedSelectionError(
-                f"ranks disagree about select_classes: this rank (rank {rank}) has {len(ids)} classes, n={n}, "
-                f"kind {kind!r}, mode {mode!r}; rank {r} has {got[0]} classes, n={got[1]}, kind "
+                f"ranks disagree about select_classes: this rank (rank {rank}) has {len(ids)} classes, n={first.n}, "
+                f"kind {first.kind!r}, mode {mode!r}; rank {r} has {got[0]} classes, n={got[1]}, kind "
                 f"{CALL_KINDS[got[2]]!r}, mode {MODES[got[3]]!r}"
                 + (" (same sizes, different class lists)" if got[:4] == sig.tolist()[:4] else "")
                 + "; every rank must call select_classes with the same arguments"
             )
-
-    # 2. compute this rank's share
-    owner = {c: (owner_of(c, world) if mode == "shard" else settings.src) for c in ids}
-    owned = {r: [c for c in ids if owner[c] == r] for r in range(world)}
-    width = _HDR + n
-    rows_per_rank = max(len(v) for v in owned.values())
-    mine = owned[rank]
-    rows = torch.zeros(rows_per_rank if mode == "shard" else len(ids), width, dtype=torch.int64)
-    errors: dict[int, BaseException] = {}
-    roles = selector.__dict__.setdefault("_dist_roles", {})
-    try:
-        with local_sync_batchnorm(network):  # this rank embeds alone: no SyncBN collectives
-            prepare(mine)
-    except Exception:  # noqa: BLE001 - the per-class calls below meet the error and report it
-        selector._prepared.clear()
-    try:
-        for j, c in enumerate(mine):
-            call_index = selector._calls.get((kind, c), 0)
-            pool_size = int(torch.as_tensor(pool_of[c]).numel())
-            roles[(kind, c)] = _Role("compute", mode, rank)
-            try:
-                positions = one(c)
-                rows[j, :_HDR] = torch.tensor(_header(_OK, kind, c, call_index, pool_size, n))
-                rows[j, _HDR:] = positions
-            except Exception as exc:  # noqa: BLE001 - reported to every rank after the exchange
-                errors[c] = exc
-                rows[j, :_HDR] = torch.tensor(_header(_FAILED, kind, c, call_index, pool_size, n))
-            finally:
-                roles.pop((kind, c), None)
-    finally:
-        selector._prepared.clear()
-
-    # 3. exchange
-    if mode == "shard":
-        local = rows.to(dev)
-        gathered = [torch.zeros_like(local) for _ in range(world)]
-        dist.all_gather(gathered, local)
-        table = {c: gathered[r][j].cpu() for r in range(world) for j, c in enumerate(owned[r])}
-    else:
-        buf = rows.to(dev)
-        dist.broadcast(buf, settings.src)
-        buf = buf.cpu()
-        table = {c: buf[j] for j, c in enumerate(ids)}
-
-    failed = [c for c in ids if int(table[c][0]) == _FAILED]
-    if failed:
-        if errors:
-            raise next(iter(errors.values()))
-        c = failed[0]
-        raise DistributedSelectionError(
-            f"rank {owner[c]} failed while selecting {kind!r} picks for class {c} ({len(failed)} class(es) failed "
-            f"in this {mode} exchange: {failed[:10]}); see that rank's log for the error"
-        )
-
-    # 4. every rank records the classes it received (advancing its call counters like the computing rank)
-    out: dict[int, torch.Tensor] = {}
-    for c in ids:
-        if owner[c] == rank:
-            out[c] = table[c][_HDR:].clone()
-            continue
-        roles[(kind, c)] = _Role("receive", mode, owner[c], table[c])
-        try:
-            out[c] = one(c)
-        finally:
-            roles.pop((kind, c), None)
-    return out

@@ -294,68 +294,19 @@ def embed_images(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-
-    if isinstance(images, Tensor):
-        if images.dim() == 0:
-            raise ValueError("images must be a tensor (N, ...), got a scalar")
-        if n is not None and n != images.shape[0]:
-            raise ValueError(f"n={n} but the images tensor holds {images.shape[0]} images")
-        total = images.shape[0]
-        tensor_pool: Tensor | None = images
-        load = None
-    elif callable(images):
-        if n is None:
-            raise TypeError("a loader callable needs n= (the pool size)")
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, got {type(n).__name__}")
-        total = n
-        tensor_pool = None
-        load = images
-    else:
-        raise TypeError(
-            f"images must be a tensor or a loader callable, got {type(images).__name__}"
-        )
-    if total < 1:
-        raise ValueError("cannot embed an empty pool")
-
+    total, tensor_pool, load = _pool_source(images, n)
     ref = _first_param(network)
-    if device is not None:
-        target = torch.device(device)
-    elif ref is not None:
-        target = ref.device
-    elif tensor_pool is not None:
-        target = tensor_pool.device
-    else:
-        target = None  # the loader's device, seen chunk by chunk
+    target = _target_device(device, ref, tensor_pool)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else None
     if target is not None and target.type == "cuda" and not torch.cuda.is_initialized():
         # initialise CUDA (and its lazily seeded generators) *before* the RNG
         # snapshot, so the CUDA generator states are captured and restored too
         torch.cuda.init()
-
-    n_chunks = math.ceil(total / batch_size)
-    base, extra = divmod(total, n_chunks)
-    bounds = [0]
-    for i in range(n_chunks):
-        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
-
+    bounds = _balanced_bounds(total, batch_size)
     out: Tensor | None = None
     with no_side_effects(network):
         for start, stop in zip(bounds[:-1], bounds[1:]):
-            if tensor_pool is not None:
-                chunk = tensor_pool[start:stop]
-            else:
-                positions = torch.arange(start, stop, dtype=torch.long)
-                chunk = load(positions)
-                if not isinstance(chunk, Tensor):
-                    raise TypeError(
-                        f"the image loader returned {type(chunk).__name__}, expected a tensor"
-                    )
-                if chunk.dim() == 0 or chunk.shape[0] != stop - start:
-                    raise ValueError(
-                        f"the image loader returned shape {tuple(chunk.shape)} for "
-                        f"{stop - start} positions"
-                    )
+            chunk = tensor_pool[start:stop] if tensor_pool is not None else _load_chunk(load, start, stop)
             if not chunk.is_floating_point():
                 raise TypeError(
                     f"images must be floating point, got dtype {chunk.dtype}; "
@@ -365,19 +316,15 @@ def embed_images(
             chunk = chunk.to(device=chunk_device, dtype=dtype or chunk.dtype)
             if normalize is not None:
                 chunk = normalize(chunk)
-            feats = embedder(chunk)
-            feats = _as_2d(feats, stop - start, "the embedder").detach()
+            feats = _as_2d(embedder(chunk), stop - start, "the embedder").detach()
             if out is None:
-                out = torch.empty(
-                    total, feats.shape[1], dtype=torch.float32, device=chunk_device
-                )
+                out = torch.empty(total, feats.shape[1], dtype=torch.float32, device=chunk_device)
             elif feats.shape[1] != out.shape[1]:
                 raise ValueError(
                     f"feature size changed between chunks ({out.shape[1]} then "
                     f"{feats.shape[1]}, images {start}:{stop})"
                 )
             out[start:stop] = feats.to(device=out.device, dtype=torch.float32)
-
     assert out is not None
     bad = int((~torch.isfinite(out)).any(dim=1).sum())
     if bad:
@@ -386,3 +333,58 @@ def embed_images(
             "check the network and the image normalisation"
         )
     return out
+
+
+def _pool_source(
+    images: Tensor | Callable[[Tensor], Tensor], n: int | None
+) -> tuple[int, Tensor | None, Callable[[Tensor], Tensor] | None]:
+    """``(pool size, the images tensor or None, the loader or None)``, validated."""
+    if isinstance(images, Tensor):
+        if images.dim() == 0:
+            raise ValueError("images must be a tensor (N, ...), got a scalar")
+        if n is not None and n != images.shape[0]:
+            raise ValueError(f"n={n} but the images tensor holds {images.shape[0]} images")
+        total, tensor_pool, load = images.shape[0], images, None
+    elif callable(images):
+        if n is None:
+            raise TypeError("a loader callable needs n= (the pool size)")
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, got {type(n).__name__}")
+        total, tensor_pool, load = n, None, images
+    else:
+        raise TypeError(
+            f"images must be a tensor or a loader callable, got {type(images).__name__}"
+        )
+    if total < 1:
+        raise ValueError("cannot embed an empty pool")
+    return total, tensor_pool, load
+
+
+def _target_device(device: torch.device | str | None, ref: Tensor | None, pool: Tensor | None) -> torch.device | None:
+    """Where chunks are embedded: ``device``, else the network's, else the images'; None: the loader's, per chunk."""
+    if device is not None:
+        return torch.device(device)
+    if ref is not None:
+        return ref.device
+    return pool.device if pool is not None else None
+
+
+def _balanced_bounds(total: int, batch_size: int) -> list[int]:
+    """Chunk boundaries: at most ``batch_size`` images per chunk, sizes differing by at most one."""
+    n_chunks = math.ceil(total / batch_size)
+    base, extra = divmod(total, n_chunks)
+    bounds = [0]
+    for i in range(n_chunks):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+    return bounds
+
+
+def _load_chunk(load: Callable[[Tensor], Tensor] | None, start: int, stop: int) -> Tensor:
+    """Images ``start:stop`` of a loader-backed pool, checked."""
+    assert load is not None
+    chunk = load(torch.arange(start, stop, dtype=torch.long))
+    if not isinstance(chunk, Tensor):
+        raise TypeError(f"the image loader returned {type(chunk).__name__}, expected a tensor")
+    if chunk.dim() == 0 or chunk.shape[0] != stop - start:
+        raise ValueError(f"the image loader returned shape {tuple(chunk.shape)} for {stop - start} positions")
+    return chunk

@@ -1,7 +1,7 @@
 """Hook specifications of the ``dream_plugin`` pluggy project.
 
-Plugins implement these with ``@dream_plugin.hookimpl``. Built-in strategies are plugins too
-(see :mod:`dream_plugin.builtin`), so a third-party package has exactly the same powers.
+Plugins implement these with ``@dream_plugin.hookimpl``. Built-in strategies are registered by a
+plugin too (see :mod:`dream_plugin.builtin`), so a third-party package has exactly the same powers.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def select_real_batch(request: SelectionRequest) -> torch.Tensor | SelectionResu
 
     Return a 1-D int64 tensor of distinct positions in ``request.pool`` (or a
     :class:`~dream_plugin.requests.SelectionResult` carrying them with diagnostics), or None to let
-    the next implementation answer. The built-in dispatcher runs last and answers with the
-    configured strategy.
+    the next implementation answer. When no plugin answers, the selector asks the configured
+    strategy itself. The request is the plugin's own copy (its own generator): what it draws or
+    changes there never reaches the strategy.
     """
 
 

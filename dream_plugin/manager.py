@@ -1,27 +1,47 @@
 """The plugin manager: hook specs, the built-in plugin and third-party entry points.
 
-This module holds the project's only global state: a lazily built default plugin manager.
+Only public pluggy and :mod:`importlib.metadata` API is used: entry points are read with
+``importlib.metadata`` and the distribution of each loaded plugin is kept by
+:class:`DreamPluginManager` itself. This module holds the project's only global state: a lazily
+built default plugin manager.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Callable, Mapping
 
 import pluggy
 
 from . import builtin, hookspecs
+from .builtin import BUILTIN_PLUGIN_NAME
+from .checks import PluginError
 from .config import ENV_DISABLE_AUTOLOAD, PluginSettings
 
 ENTRY_POINT_GROUP = "dream_plugin"
 
+logger = logging.getLogger("dream_plugin")
 
-class PluginError(RuntimeError):
-    """A plugin failed to import, to register, or raised while answering a hook."""
+__all__ = [
+    "BUILTIN_PLUGIN_NAME", "DreamPluginManager", "ENTRY_POINT_GROUP", "PluginError", "StrategyInfo",
+    "autoload_disabled", "build_plugin_manager", "collect_strategies", "get_plugin_manager", "load_entry_points",
+    "plugin_distribution", "reset_plugin_manager",
+]
+
+
+class DreamPluginManager(pluggy.PluginManager):
+    """A pluggy plugin manager that remembers which distribution each entry-point plugin came from.
+
+    ``distributions`` maps a plugin name to ``"name version"`` of its distribution.
+    """
+
+    def __init__(self, project_name: str = hookspecs.PROJECT_NAME) -> None:
+        super().__init__(project_name)
+        self.distributions: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -70,7 +90,9 @@ def load_entry_points(pm: pluggy.PluginManager) -> None:
                     f"failed to import: {type(exc).__name__}: {exc}"
                 ) from exc
             pm.register(plugin, name=ep.name)
-            pm._plugin_distinfo.append((plugin, pluggy._manager.DistFacade(dist)))  # type: ignore[attr-defined]
+            logger.debug("loaded plugin %r (%s) from %s", ep.name, ep.value, _distribution_label(dist))
+            if isinstance(pm, DreamPluginManager):
+                pm.distributions[ep.name] = _distribution_label(dist)
 
 
 def build_plugin_manager(
@@ -81,11 +103,11 @@ def build_plugin_manager(
     Blocked names are set before entry points load, so a blocked plugin is never imported.
     """
     settings = settings or PluginSettings()
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm = DreamPluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    pm.register(builtin, name=builtin.BUILTIN_PLUGIN_NAME)
+    pm.register(builtin, name=BUILTIN_PLUGIN_NAME)
     for name in settings.block:
-        if name == builtin.BUILTIN_PLUGIN_NAME:
+        if name == BUILTIN_PLUGIN_NAME:
             raise PluginError(f"plugins.block: {name!r} is the built-in plugin and cannot be blocked")
         pm.set_blocked(name)
     if settings.autoload and not autoload_disabled(environ):
@@ -114,37 +136,36 @@ def reset_plugin_manager() -> None:
 
 
 def plugin_distribution(pm: pluggy.PluginManager, plugin_name: str) -> str:
-    """``"name version"`` of the distribution that provided a plugin, or ``built-in``."""
-    if plugin_name == builtin.BUILTIN_PLUGIN_NAME:
+    """``"name version"`` of the distribution that provided a plugin, ``built-in``, or ``registered at run time``."""
+    if plugin_name == BUILTIN_PLUGIN_NAME:
         return "built-in"
+    known = getattr(pm, "distributions", None)
+    if isinstance(known, dict) and plugin_name in known:
+        return known[plugin_name]
     plugin = pm.get_plugin(plugin_name)
-    for p, dist in pm.list_plugin_distinfo():
+    for p, dist in pm.list_plugin_distinfo():  # plugins loaded by pluggy's own load_setuptools_entrypoints
         if p is plugin:
             return f"{dist.project_name} {dist.version}"
     return "registered at run time"
 
 
 def collect_strategies(pm: pluggy.PluginManager) -> dict[str, StrategyInfo]:
-    """Ask every plugin's ``register_strategies`` for its strategies, remembering their source."""
+    """Ask every plugin's ``register_strategies`` for its strategies, remembering their source.
+
+    The hook is called one plugin at a time through pluggy's public ``subset_hook_caller`` (the
+    same call path as ``pm.hook``): each strategy must be credited to the plugin that registered
+    it, and a plugin that raises must be named, which one call of the whole hook cannot tell.
+    Registration order: built-in first.
+    """
     found: dict[str, StrategyInfo] = {}
-    for impl in pm.hook.register_strategies.get_hookimpls():  # registration order: built-in first
+    impls = pm.hook.register_strategies.get_hookimpls()
+    plugins = [impl.plugin for impl in impls]
+    for impl in impls:
         dist = plugin_distribution(pm, impl.plugin_name)
-
-        def register(name: str, factory: Callable[..., Any], description: str = "", *, _p=impl.plugin_name, _d=dist) -> None:
-            if not isinstance(name, str) or not name.strip():
-                raise PluginError(f"plugin {_p!r} ({_d}) registered a strategy with an invalid name {name!r}")
-            if not callable(factory):
-                raise PluginError(f"plugin {_p!r} ({_d}) registered strategy {name!r} with a non-callable factory {factory!r}")
-            if name in found:
-                other = found[name]
-                raise PluginError(
-                    f"strategy {name!r} is registered twice: by {other.plugin!r} ({other.distribution}) "
-                    f"and by {_p!r} ({_d}); block one of them with plugins.block"
-                )
-            found[name] = StrategyInfo(name, factory, description or (factory.__doc__ or "").strip().split("\n")[0], _p, _d)
-
+        register = _registrar(found, impl.plugin_name, dist)
+        caller = pm.subset_hook_caller("register_strategies", [p for p in plugins if p is not impl.plugin])
         try:
-            impl.function(register=register)
+            caller(register=register)
         except PluginError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -154,14 +175,20 @@ def collect_strategies(pm: pluggy.PluginManager) -> dict[str, StrategyInfo]:
     return found
 
 
-def culprit_plugin(pm: pluggy.PluginManager, hook_name: str, tb: TracebackType | None) -> str | None:
-    """Name of the plugin whose implementation of ``hook_name`` appears in a traceback, if any."""
-    codes = {impl.function.__code__: impl.plugin_name for impl in getattr(pm.hook, hook_name).get_hookimpls()
-             if hasattr(impl.function, "__code__")}
-    found = None
-    while tb is not None:
-        name = codes.get(tb.tb_frame.f_code)
-        if name is not None:
-            found = name
-        tb = tb.tb_next
-    return found
+def _registrar(found: dict[str, StrategyInfo], plugin: str, dist: str) -> Callable[..., None]:
+    """The ``register`` callable handed to one plugin's ``register_strategies``."""
+
+    def register(name: str, factory: Callable[..., Any], description: str = "") -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise PluginError(f"plugin {plugin!r} ({dist}) registered a strategy with an invalid name {name!r}")
+        if not callable(factory):
+            raise PluginError(f"plugin {plugin!r} ({dist}) registered strategy {name!r} with a non-callable factory {factory!r}")
+        if name in found:
+            other = found[name]
+            raise PluginError(
+                f"strategy {name!r} is registered twice: by {other.plugin!r} ({other.distribution}) "
+                f"and by {plugin!r} ({dist}); block one of them with plugins.block"
+            )
+        found[name] = StrategyInfo(name, factory, description or (factory.__doc__ or "").strip().split("\n")[0], plugin, dist)
+
+    return register

@@ -45,6 +45,7 @@ class SelectionRequest:
     embed_batch_size: int = 256
     embed_source: str = "none"
     context: dict[str, Any] = field(default_factory=dict)
+    """Free for plugins' own use; the selector neither writes nor reads it."""
 
     @property
     def pool_size(self) -> int:
@@ -65,9 +66,34 @@ class SelectionResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class SelectionCall:
+    """One validated host call, not answered yet: what the selector hands its answering path.
+
+    ``call_index`` counts the calls answered before for this (kind, class); the request's
+    generator is seeded from it. ``seed`` is that generator's seed, so a plugin's hook gets its
+    own generator and whatever it draws never changes what the strategy draws.
+    """
+
+    request: SelectionRequest
+    strategy: str
+    call_index: int
+    seed: int
+
+
+@dataclass
+class SelectionAnswer:
+    """A checked answer to a :class:`SelectionCall`: positions, who answered, and its time."""
+
+    result: SelectionResult
+    positions: torch.Tensor
+    answered_by: str
+    seconds: float
+
+
 @dataclass(frozen=True)
 class SelectionRecord:
-    """Diagnostics sent to ``dream_selection_done`` observers after every selection.
+    """Diagnostics sent to ``selection_done`` observers after every selection.
 
     Draws the host's own sampler or loader answered are recorded too (``answered_by`` names it,
     ``note`` says why when it is not the A/B random arm, e.g. a whole-class fetch). ``class_id``

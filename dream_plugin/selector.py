@@ -1,38 +1,68 @@
 """The selector: the one object an adapter talks to.
 
-It validates a host's call, builds a :class:`SelectionRequest`, runs the ``select_*`` hook, checks
-the answer, and tells ``selection_done`` observers. It owns the strategy instances (and so their
-caches) and its own seeded generator; it never touches the host's generators or network state.
+One path from a host's call to its answer:
+
+1. :meth:`Selector.prepare` validates the call and builds a :class:`SelectionCall` (request,
+   strategy name, call index, seed); nothing is counted yet.
+2. :meth:`Selector.answer` asks the plugins first (``pm.hook.select_real_batch`` /
+   ``select_init_batch``, firstresult); calls no plugin answered go to the configured strategy,
+   several at once through its ``select_many`` when it has one. Every answer is checked.
+3. :meth:`Selector.commit` advances the call counter, records the selection and tells the
+   ``selection_done`` observers.
+
+Under ``torch.distributed``, :mod:`dream_plugin.distributed` sits between 1 and 3: it decides
+which rank runs step 2 and exchanges the answers. The selector owns the strategy instances (and so
+their caches) and seeds every request's generator itself; it never touches the host's generators
+or network state.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import sys
+import logging
 import time
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import pluggy
 import torch
 
-from . import builtin, distributed
+from . import distributed
+from .checks import (
+    PluginError,
+    as_pool,
+    check_class_ids,
+    check_device,
+    check_kind,
+    check_n,
+    check_positions,
+    infer_device,
+    per_class,
+)
 from .config import ConfigError, PluginSettings, Settings, build_dataclass, load_settings
 from .manager import (
-    PluginError,
+    BUILTIN_PLUGIN_NAME,
     StrategyInfo,
     build_plugin_manager,
     collect_strategies,
     get_plugin_manager,
-    culprit_plugin,
+    plugin_distribution,
 )
-from .requests import CALL_KINDS, EmbedFn, ImageLoader, SelectionRecord, SelectionRequest, SelectionResult
+from .requests import (
+    EmbedFn,
+    ImageLoader,
+    SelectionAnswer,
+    SelectionCall,
+    SelectionRecord,
+    SelectionRequest,
+    SelectionResult,
+)
+from .seeds import derive_seed
 
+__all__ = ["Selector", "derive_seed"]
 
-def derive_seed(*parts: int | str) -> int:
-    """A stable 63-bit seed from the parts (independent of call order and of Python's hash salt)."""
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+logger = logging.getLogger("dream_plugin")
 
 
 class Selector:
@@ -62,8 +92,6 @@ class Selector:
         self._instances: dict[str, Any] = {}
         self._calls: dict[tuple[str, int], int] = {}
         self.records: list[SelectionRecord] = []
-        # answers computed ahead by a batched select_classes: (kind, class, call index, n) -> (result, seconds)
-        self._prepared: dict[tuple[str, int, int, int], tuple[SelectionResult, float]] = {}
         self.distributed_log: list[distributed.DistributedEvent] = []  # one per rank-exchanged selection
         for key, name in (("strategy", self.settings.strategy), ("init.strategy", self.settings.init_strategy)):
             self._info(name, key)
@@ -117,7 +145,7 @@ class Selector:
                 inst.reset()
         self._calls.clear()
 
-    # -- selection --------------------------------------------------------------------------------
+    # -- the host's calls -------------------------------------------------------------------------
     def select(
         self,
         class_id: int,
@@ -136,127 +164,17 @@ class Selector:
 
         ``pool`` lists the host's indices of class ``class_id``; ``load(positions)`` returns the
         images at those pool positions; ``embed`` maps images to features with the live network.
+        Under a process group one rank computes and broadcasts (see :mod:`dream_plugin.distributed`).
         """
-        request, name, call_index = self._new_request(
-            class_id, n, pool, load, kind=kind, embed=embed, network=network, step=step, device=device,
-            embed_source=embed_source,
-        )
-        # an answer computed ahead by a batched select_classes (see _prepare_many), if any
-        prepared = self._prepared.pop((request.kind, request.class_id, call_index, request.n), None)
-        prepared_seconds = 0.0
-        if prepared is not None:
-            request.context["prepared"], prepared_seconds = prepared
-        hook, hook_name = self._hook_for(request.kind)
-        start = time.perf_counter()
-
-        def run_hook() -> Any:
-            try:
-                return hook(request=request)
-            except Exception as exc:
-                raise self._attribute_error(exc, hook_name, name) from exc
-
-        answer = distributed.consistent_answer(self, request, run_hook)  # plain hook call without a process group
-        seconds = time.perf_counter() - start + prepared_seconds
-        answered_by = request.context.get("answered_by", "a plugin's hook implementation")
-        result = answer if isinstance(answer, SelectionResult) else SelectionResult(positions=answer)
-        positions = _check_positions(result.positions, request.n, request.pool_size, request.class_id, answered_by)
-        self._calls[(request.kind, request.class_id)] = call_index + 1
-        record = SelectionRecord(
-            strategy=name, kind=request.kind, class_id=request.class_id, n=request.n, pool_size=request.pool_size,
-            step=request.step, seconds=seconds, reclustered=result.reclustered,
-            kmeans_iterations=result.kmeans_iterations, inertia=result.inertia,
-            duplicates_resolved=result.duplicates_resolved, embed_seconds=result.embed_seconds,
-            cluster_seconds=result.cluster_seconds, embed_source=embed_source, answered_by=answered_by,
-        )
-        self.records.append(record)
-        self._notify(record)
-        return positions
-
-    def _hook_for(self, kind: str) -> tuple[Any, str]:
-        """The selection hook that answers calls of ``kind``, and its name (for error messages)."""
-        name = "select_init_batch" if kind == "init" else "select_real_batch"
-        return getattr(self.pm.hook, name), name
-
-    def _new_request(
-        self,
-        class_id: int,
-        n: int,
-        pool: torch.Tensor | Any,
-        load: ImageLoader,
-        *,
-        kind: str,
-        embed: EmbedFn | None,
-        network: torch.nn.Module | None,
-        step: int | None,
-        device: torch.device | str | None,
-        embed_source: str,
-    ) -> tuple[SelectionRequest, str, int]:
-        """Validate one call and build its request: ``(request, strategy name, call index)``.
-
-        The call index (and so the request's generator) comes from the calls already answered for
-        this (kind, class); nothing is counted until the answer is checked.
-        """
-        if kind not in CALL_KINDS:
-            raise ValueError(f"kind: {kind!r} is not allowed; expected one of {', '.join(CALL_KINDS)}")
-        pool_t = _as_pool(pool, class_id)
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
-        if n <= 0:
-            raise ValueError(f"n must be >= 1, got n={n} for class {class_id}")
-        if n > pool_t.numel():
-            raise ValueError(
-                f"n={n} exceeds the {pool_t.numel()} images of class {class_id}; "
-                f"ask for at most {pool_t.numel()} (selection is without replacement)"
-            )
-        if not callable(load):
-            raise TypeError(f"load must be callable (positions -> images), got {type(load).__name__}")
-        name = self.strategy_name(kind)
-        if name == "host":
-            raise ValueError("bn batches are drawn by the host itself (bn_batch: host); the adapter should not ask")
-        call_index = self._calls.get((kind, int(class_id)), 0)
-        dev = _check_device(device) if device is not None else _infer_device(network)
-        generator = torch.Generator().manual_seed(derive_seed(self.settings.seed, kind, int(class_id), call_index))
-        request = SelectionRequest(
-            class_id=int(class_id), n=n, pool=pool_t, load=load, embed=embed,
-            step=call_index if step is None else int(step), generator=generator, device=dev, kind=kind,
-            network=network, embed_batch_size=self.settings.embed_batch_size, embed_source=embed_source,
-            context={"strategy": self.strategy(name), "strategy_name": name},
-        )
-        return request, name, call_index
-
-    def _prepare_many(
-        self, class_ids: list[int], n: int, pool_of: dict[int, Any], load_of: dict[int, Any], **kw: Any
-    ) -> None:
-        """Compute the answers of several classes in one batch, for the ``select`` calls that follow.
-
-        Only when the strategy offers ``select_many`` (DREAM: one batched k-means for every class
-        that re-clusters) and no plugin other than the built-in dispatcher implements the hook,
-        so the batch gives exactly the answers the per-class calls would get. The time of the
-        batch is shared equally among its classes' records.
-        """
-        kind = kw["kind"]
-        name = self.strategy_name(kind)
-        if len(class_ids) < 2 or name == "host":
-            return
-        strategy = self.strategy(name)
-        if not callable(getattr(strategy, "select_many", None)):
-            return
-        hook, hook_name = self._hook_for(kind)
-        if any(impl.plugin_name != builtin.BUILTIN_PLUGIN_NAME for impl in hook.get_hookimpls()):
-            return
-        built = [self._new_request(c, n, pool_of[c], load_of[c], **kw) for c in class_ids]
-        start = time.perf_counter()
-        try:
-            results = strategy.select_many([r for r, _, _ in built])
-        except Exception as exc:
-            raise self._attribute_error(exc, hook_name, name) from exc
-        share = (time.perf_counter() - start) / len(built)
-        for (request, _, call_index), result in zip(built, results):
-            self._prepared[(request.kind, request.class_id, call_index, request.n)] = (result, share)
+        call = self.prepare(class_id, n, pool, load, kind=kind, embed=embed, network=network, step=step,
+                            device=device, embed_source=embed_source)
+        answers, events = distributed.consistent_answers([call], self.answer, self.settings.distributed, batch=False)
+        self.distributed_log.extend(events)
+        return self.commit(call, answers[0])
 
     def select_classes(
         self,
-        class_ids: Any,
+        class_ids: Sequence[int],
         n: int,
         pools: Any,
         loads: Any,
@@ -271,15 +189,23 @@ class Selector:
         """Select ``n`` positions for each class of one re-selection: ``{class_id: positions}``.
 
         ``pools`` / ``loads`` are mappings class -> pool / loader, or sequences aligned with
-        ``class_ids``. Without a process group this is :meth:`select` per class. Under
-        torch.distributed every rank must make the same call; ``distributed.mode`` decides whether
-        the classes are sharded (class c on rank c % world_size, picks all-gathered) or computed on
-        ``distributed.src`` and broadcast (see :mod:`dream_plugin.distributed`).
+        ``class_ids``. The answers equal those of :meth:`select` per class, in ``class_ids`` order;
+        the classes no plugin answers go to the strategy together (DREAM clusters them as one
+        batch). Nothing is recorded unless every class was answered. Under torch.distributed every
+        rank must make the same call; ``distributed.mode`` decides whether the classes are sharded
+        (class c on rank c % world_size, picks all-gathered) or computed on ``distributed.src`` and
+        broadcast (see :mod:`dream_plugin.distributed`).
         """
-        return distributed.select_classes(
-            self, class_ids, n, pools, loads, kind=kind, embed=embed, network=network, step=step, device=device,
-            embed_source=embed_source,
-        )
+        ids = check_class_ids(class_ids)
+        check_kind(kind)
+        check_n(n)
+        pool_of = per_class(pools, ids, "pools")
+        load_of = per_class(loads, ids, "loads")
+        calls = [self.prepare(c, n, pool_of[c], load_of[c], kind=kind, embed=embed, network=network, step=step,
+                              device=device, embed_source=embed_source) for c in ids]
+        answers, events = distributed.consistent_answers(calls, self.answer, self.settings.distributed, batch=True)
+        self.distributed_log.extend(events)
+        return {call.request.class_id: self.commit(call, a) for call, a in zip(calls, answers)}
 
     def record_host_call(
         self,
@@ -297,8 +223,7 @@ class Selector:
 
         ``class_id`` -1 stands for a batch of every class; ``note`` says why the host answered.
         """
-        if kind not in CALL_KINDS:
-            raise ValueError(f"kind: {kind!r} is not allowed; expected one of {', '.join(CALL_KINDS)}")
+        check_kind(kind)
         call_key = (kind, int(class_id))
         call_index = self._calls.get(call_key, 0)
         self._calls[call_key] = call_index + 1
@@ -312,79 +237,172 @@ class Selector:
         self._notify(record)
         return record
 
-    def _attribute_error(self, exc: Exception, hook_name: str, strategy_name: str) -> Exception:
-        culprit = culprit_plugin(self.pm, hook_name, sys.exc_info()[2])
-        info = self.strategies.get(strategy_name)
-        if culprit is None or culprit == builtin.BUILTIN_PLUGIN_NAME:
-            if info is None or info.plugin == builtin.BUILTIN_PLUGIN_NAME:
-                return exc
-            culprit, what = info.plugin, f"strategy {strategy_name!r}"
-        else:
-            what = hook_name
-        from .manager import plugin_distribution
+    # -- the answering path (also the interface dream_plugin.distributed uses) --------------------
+    def prepare(
+        self,
+        class_id: int,
+        n: int,
+        pool: torch.Tensor | Any,
+        load: ImageLoader,
+        *,
+        kind: str = "match",
+        embed: EmbedFn | None = None,
+        network: torch.nn.Module | None = None,
+        step: int | None = None,
+        device: torch.device | str | None = None,
+        embed_source: str = "none",
+    ) -> SelectionCall:
+        """Validate one call and build its request; nothing is counted until :meth:`commit`.
 
-        return PluginError(
-            f"plugin {culprit!r} ({plugin_distribution(self.pm, culprit)}) raised in {what}: {type(exc).__name__}: {exc}"
+        The call index (and so the request's generator) comes from the calls already committed
+        for this (kind, class).
+        """
+        check_kind(kind)
+        pool_t = as_pool(pool, class_id)
+        check_n(n, class_id)
+        if n > pool_t.numel():
+            raise ValueError(
+                f"n={n} exceeds the {pool_t.numel()} images of class {class_id}; "
+                f"ask for at most {pool_t.numel()} (selection is without replacement)"
+            )
+        if not callable(load):
+            raise TypeError(f"load must be callable (positions -> images), got {type(load).__name__}")
+        name = self.strategy_name(kind)
+        if name == "host":
+            raise ValueError("bn batches are drawn by the host itself (bn_batch: host); the adapter should not ask")
+        call_index = self._calls.get((kind, int(class_id)), 0)
+        dev = check_device(device) if device is not None else infer_device(network)
+        seed = derive_seed(self.settings.seed, kind, int(class_id), call_index)
+        request = SelectionRequest(
+            class_id=int(class_id), n=n, pool=pool_t, load=load, embed=embed,
+            step=call_index if step is None else int(step), generator=torch.Generator().manual_seed(seed),
+            device=dev, kind=kind, network=network, embed_batch_size=self.settings.embed_batch_size,
+            embed_source=embed_source,
         )
+        return SelectionCall(request=request, strategy=name, call_index=call_index, seed=seed)
+
+    def answer(self, calls: Sequence[SelectionCall]) -> list[SelectionAnswer]:
+        """Checked answers to ``calls``, in order: a plugin's where one answers, else the strategy's.
+
+        Every call is offered to the plugins first, each with its own copy of the request (its own
+        generator), so a plugin that passes leaves no trace in what the strategy computes. The
+        rest go to their strategy; several calls at once through its ``select_many`` when it has
+        one (whose answers equal per-class ``select``), sharing the batch's time equally.
+        """
+        answers: list[SelectionAnswer | None] = [None] * len(calls)
+        by_strategy: dict[str, list[int]] = {}
+        for i, call in enumerate(calls):
+            answers[i] = self._ask_plugins(call)
+            if answers[i] is None:
+                by_strategy.setdefault(call.strategy, []).append(i)
+        for name, idx in by_strategy.items():
+            for i, result, seconds in self._ask_strategy(name, [calls[i] for i in idx], idx):
+                req = calls[i].request
+                who = f"strategy:{name}"
+                answers[i] = SelectionAnswer(result, check_positions(result.positions, req.n, req.pool_size,
+                                                                     req.class_id, who), who, seconds)
+        return answers  # type: ignore[return-value]
+
+    def commit(self, call: SelectionCall, answer: SelectionAnswer) -> torch.Tensor:
+        """Count the call, record it and notify the observers; returns the answer's positions."""
+        request, result = call.request, answer.result
+        self._calls[(request.kind, request.class_id)] = call.call_index + 1
+        record = SelectionRecord(
+            strategy=call.strategy, kind=request.kind, class_id=request.class_id, n=request.n,
+            pool_size=request.pool_size, step=request.step, seconds=answer.seconds, reclustered=result.reclustered,
+            kmeans_iterations=result.kmeans_iterations, inertia=result.inertia,
+            duplicates_resolved=result.duplicates_resolved, embed_seconds=result.embed_seconds,
+            cluster_seconds=result.cluster_seconds, embed_source=request.embed_source,
+            answered_by=answer.answered_by,
+        )
+        self.records.append(record)
+        logger.debug("%s picks of class %d (call %d, n=%d of %d) answered by %s in %.4f s", request.kind,
+                     request.class_id, call.call_index, request.n, request.pool_size, answer.answered_by, answer.seconds)
+        self._notify(record)
+        return answer.positions
+
+    # -- helpers of the answering path ------------------------------------------------------------
+    def _hook_name(self, kind: str) -> str:
+        return "select_init_batch" if kind == "init" else "select_real_batch"
+
+    def _implementers(self, hook_name: str) -> list[str]:
+        """Plugins implementing a selection hook, in pluggy's call order."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        return [impl.plugin_name for impl in reversed(impls)]
+
+    def _ask_plugins(self, call: SelectionCall) -> SelectionAnswer | None:
+        """The plugins' answer to ``call`` through ``pm.hook`` (firstresult), or None when none answers."""
+        hook_name = self._hook_name(call.request.kind)
+        names = self._implementers(hook_name)
+        if not names:
+            return None
+        request = dataclasses.replace(call.request, generator=torch.Generator().manual_seed(call.seed))
+        start = time.perf_counter()
+        try:
+            answer = getattr(self.pm.hook, hook_name)(request=request)
+        except Exception as exc:
+            raise PluginError(f"{self._plugins_label(names)} raised in {hook_name}: {type(exc).__name__}: {exc}") from exc
+        if answer is None:
+            return None
+        seconds = time.perf_counter() - start
+        # pluggy does not say which implementation of a firstresult hook answered: with one
+        # implementer that is exact, with several the record names them all
+        who = f"plugin:{names[0]}" if len(names) == 1 else f"plugin hook {hook_name} (one of {', '.join(names)})"
+        result = answer if isinstance(answer, SelectionResult) else SelectionResult(positions=answer)
+        req = call.request
+        return SelectionAnswer(result, check_positions(result.positions, req.n, req.pool_size, req.class_id, who),
+                               who, seconds)
+
+    def _plugins_label(self, names: list[str]) -> str:
+        labels = [f"{n!r} ({plugin_distribution(self.pm, n)})" for n in names]
+        return f"plugin {labels[0]}" if len(labels) == 1 else f"one of the plugins {', '.join(labels)}"
+
+    def _ask_strategy(self, name: str, calls: list[SelectionCall], idx: list[int]) -> list[tuple[int, SelectionResult, float]]:
+        """``(index, result, seconds)`` per call from strategy ``name`` (batched when it can)."""
+        strategy = self.strategy(name)
+        many = getattr(strategy, "select_many", None)
+        out = []
+        try:
+            if len(calls) > 1 and callable(many):
+                start = time.perf_counter()
+                results = list(many([c.request for c in calls]))
+                if len(results) != len(calls):
+                    raise PluginError(f"strategy {name!r} answered {len(results)} of {len(calls)} requests in select_many")
+                share = (time.perf_counter() - start) / len(calls)
+                out = [(i, r, share) for i, r in zip(idx, results)]
+            else:
+                for i, c in zip(idx, calls):
+                    start = time.perf_counter()
+                    result = strategy.select(c.request)
+                    out.append((i, result, time.perf_counter() - start))
+        except PluginError:
+            raise
+        except Exception as exc:
+            info = self.strategies.get(name)
+            if info is None or info.plugin == BUILTIN_PLUGIN_NAME:
+                raise
+            raise PluginError(
+                f"plugin {info.plugin!r} ({info.distribution}) raised in strategy {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        return [(i, r if isinstance(r, SelectionResult) else SelectionResult(positions=r), s) for i, r, s in out]
 
     def _notify(self, record: SelectionRecord) -> None:
-        for impl in reversed(self.pm.hook.selection_done.get_hookimpls()):
+        hook = self.pm.hook.selection_done
+        impls = hook.get_hookimpls()
+        if not impls:
+            return
+        plugins = [impl.plugin for impl in impls]
+        # Observers are driven one plugin at a time, through pluggy's public subset_hook_caller (so
+        # pluggy's own call path, wrappers and tracing still apply): per-plugin isolation is needed
+        # because an observer that raises must neither break the host's run nor keep the others
+        # from the record, and the warning must name it.
+        for impl in reversed(impls):
+            caller = self.pm.subset_hook_caller("selection_done", [p for p in plugins if p is not impl.plugin])
             try:
-                impl.function(record=record)
+                caller(record=record)
             except Exception as exc:  # noqa: BLE001 - an observer must not break the host's run
-                import warnings
-
                 warnings.warn(
                     f"selection_done observer of plugin {impl.plugin_name!r} raised {type(exc).__name__}: {exc}",
                     RuntimeWarning,
                     stacklevel=3,
                 )
-
-
-def _as_pool(pool: Any, class_id: int) -> torch.Tensor:
-    t = torch.as_tensor(pool)
-    if t.dim() != 1:
-        raise ValueError(f"the pool of class {class_id} must be 1-D (indices of its images), got shape {tuple(t.shape)}")
-    if t.numel() == 0:
-        raise ValueError(f"class {class_id} has no images: its pool is empty")
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-        raise TypeError(f"the pool of class {class_id} must hold integer indices, got dtype {t.dtype}")
-    return t.to("cpu", torch.int64)
-
-
-def _check_device(device: torch.device | str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: {device!r} is not a valid torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from exc
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(
-            f"device: {str(dev)!r} is not available here ({torch.cuda.device_count()} CUDA devices visible); "
-            "pass the device the host's images and network live on"
-        )
-    return dev
-
-
-def _infer_device(network: torch.nn.Module | None) -> torch.device:
-    if network is not None:
-        for p in network.parameters():
-            return p.device
-    return torch.device("cpu")
-
-
-def _check_positions(positions: Any, n: int, size: int, class_id: int, who: str) -> torch.Tensor:
-    if positions is None:
-        raise PluginError(f"no implementation answered the selection for class {class_id} (every hook returned None)")
-    t = torch.as_tensor(positions)
-    if t.dim() != 1 or t.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise PluginError(f"{who} returned {t.dtype} of shape {tuple(t.shape)}; expected a 1-D integer tensor of {n} positions")
-    t = t.to("cpu", torch.int64)
-    if t.numel() != n:
-        raise PluginError(f"{who} returned {t.numel()} positions for class {class_id}; expected exactly n={n}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= size):
-        raise PluginError(f"{who} returned positions outside the pool of {size} items for class {class_id}")
-    if torch.unique(t).numel() != t.numel():
-        raise PluginError(f"{who} returned duplicate positions for class {class_id}; picks must be distinct")
-    return t
-
-

@@ -409,16 +409,14 @@ def test_select_classes_clusters_the_classes_as_one_batch(tiny_net):
         assert torch.equal(out[c], per_class.select(c, N, pools[c], loads[c], embed=embed, network=tiny_net))
     assert [r.class_id for r in sel.records] == ids
     assert all(r.reclustered and r.seconds > 0 for r in sel.records)  # each carries its share of the batch
-    assert not sel._prepared  # nothing left over for a later call
 
 
-def test_select_classes_does_not_batch_when_another_plugin_implements_the_hook(tiny_net):
+def test_select_classes_batches_what_no_plugin_answered(tiny_net):
     from dream_plugin import hookimpl
+    from dream_plugin.embedding import resolve_embedder
 
     images, pools = make_data()
     loads = loaders(images, pools)
-    from dream_plugin.embedding import resolve_embedder
-
     embed, _ = resolve_embedder(tiny_net)
 
     class ClassZeroFirst:
@@ -429,7 +427,66 @@ def test_select_classes_does_not_batch_when_another_plugin_implements_the_hook(t
     sel = make_selector()
     sel.pm.register(ClassZeroFirst(), name="class-zero-first")
     strategy = sel.strategy("dream")
-    strategy.select_many = lambda reqs: pytest.fail("select_many must not run when a plugin may answer first")
-    out = sel.select_classes([0, 1], N, pools[:2], loads[:2], embed=embed, network=tiny_net)
+    batches = []
+    original = strategy.select_many
+    strategy.select_many = lambda reqs: batches.append([r.class_id for r in reqs]) or original(reqs)
+    out = sel.select_classes([0, 1, 2], N, pools[:3], loads[:3], embed=embed, network=tiny_net)
+    assert batches == [[1, 2]]
     assert torch.equal(out[0], torch.arange(N))
-    assert sel.records[0].answered_by != sel.records[1].answered_by
+    assert [r.answered_by for r in sel.records] == ["plugin:class-zero-first", "strategy:dream", "strategy:dream"]
+    plain = make_selector()
+    for c in (1, 2):
+        assert torch.equal(out[c], plain.select(c, N, pools[c], loads[c], embed=embed, network=tiny_net))
+
+
+def test_an_unrelated_plugin_changes_neither_the_path_nor_the_picks(tiny_net):
+    from dream_plugin import hookimpl
+    from dream_plugin.embedding import resolve_embedder
+
+    images, pools = make_data()
+    loads = loaders(images, pools)
+    embed, _ = resolve_embedder(tiny_net)
+
+    class Bystander:  # implements the selection hook but never answers, and observes
+        seen = 0
+
+        @hookimpl
+        def select_real_batch(self, request):
+            return None
+
+        @hookimpl
+        def selection_done(self, record):
+            Bystander.seen += 1
+
+    outs, batches = [], []
+    for extra in (False, True):
+        sel = make_selector()
+        if extra:
+            sel.pm.register(Bystander(), name="bystander")
+        strategy = sel.strategy("dream")
+        original = strategy.select_many
+        strategy.select_many = lambda reqs, o=original: batches.append([r.class_id for r in reqs]) or o(reqs)
+        outs.append(sel.select_classes(list(range(CLASSES)), N, pools, loads, embed=embed, network=tiny_net))
+    assert batches == [list(range(CLASSES))] * 2
+    assert all(torch.equal(outs[0][c], outs[1][c]) for c in range(CLASSES))
+    assert Bystander.seen == CLASSES
+
+
+def test_select_classes_records_nothing_when_an_answer_is_refused(tiny_net):
+    from dream_plugin import hookimpl
+
+    images, pools = make_data()
+    loads = loaders(images, pools)
+
+    class BadForClassTwo:
+        @hookimpl
+        def select_real_batch(self, request):
+            return torch.zeros(request.n, dtype=torch.int64) if request.class_id == 2 else torch.arange(request.n)
+
+    sel = make_selector()
+    sel.pm.register(BadForClassTwo(), name="bad-for-two")
+    with pytest.raises(Exception, match="duplicate positions for class 2"):
+        sel.select_classes([0, 1, 2], N, pools[:3], loads[:3])
+    assert sel.records == []
+    assert sel.select(0, N, pools[0], loads[0]).tolist() == list(range(N))
+    assert sel.records[-1].step == 0  # the failed re-selection counted no call

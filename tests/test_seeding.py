@@ -1,4 +1,4 @@
-"""Greedy k-means++ seeding: the pairwise and direct distance paths, padding, and the cost model."""
+"""Greedy k-means++ seeding: the distance paths, padding, and the explicit default."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import pytest
 import torch
 
 from conftest import gen
-from dream_plugin.clustering import kmeans, kmeans_batched, pad_problems
-from dream_plugin.clustering.distances import _row_sq_norms
+from dream_plugin.clustering import kmeans, kmeans_batched, nearest_unique, pad_problems
+from dream_plugin.clustering.distances import row_sq_norms
 from dream_plugin.clustering.seeding import (
-    PAIRWISE_MAX_ELEMENTS,
-    choose_method,
+    DEFAULT_SEEDING,
+    check_seeding,
     greedy_kmeans_plusplus,
     n_trials_for,
 )
 
 
 def _seeds(x: torch.Tensor, k: int, method: str, seed: int = 0) -> torch.Tensor:
-    return greedy_kmeans_plusplus(x[None], _row_sq_norms(x)[None], k, [gen(seed)], method=method)[0]
+    return greedy_kmeans_plusplus(x[None], row_sq_norms(x)[None], k, [gen(seed)], method=method)[0]
 
 
 @pytest.mark.parametrize(("n", "d", "k"), [(60, 5, 1), (60, 5, 7), (200, 32, 20), (150, 300, 40)])
@@ -37,15 +37,15 @@ def test_seeds_cover_well_separated_groups(blobs):
 
 def test_same_generator_state_same_seeds_and_other_state_other_seeds():
     x = torch.randn(300, 8, generator=gen(1))
-    assert torch.equal(_seeds(x, 10, "auto", seed=5), _seeds(x, 10, "auto", seed=5))
-    assert not torch.equal(_seeds(x, 10, "auto", seed=5), _seeds(x, 10, "auto", seed=6))
+    assert torch.equal(_seeds(x, 10, "direct", seed=5), _seeds(x, 10, "direct", seed=5))
+    assert not torch.equal(_seeds(x, 10, "direct", seed=5), _seeds(x, 10, "direct", seed=6))
 
 
 @pytest.mark.parametrize("method", ["direct", "pairwise", "blocked"])
 def test_a_padded_batch_makes_each_problem_s_own_choices(method):
     xs = [torch.randn(n, 6, generator=gen(n)) for n in (40, 25, 33)]
     xb, lens = pad_problems(xs)
-    xb_sq = _row_sq_norms(xb.reshape(-1, 6)).view(3, -1)
+    xb_sq = row_sq_norms(xb.reshape(-1, 6)).view(3, -1)
     batched = greedy_kmeans_plusplus(xb, xb_sq, 9, [gen(10 + i) for i in range(3)], lens.tolist(), method=method)
     for i, x in enumerate(xs):
         alone = _seeds(x, 9, method, seed=10 + i)
@@ -53,31 +53,39 @@ def test_a_padded_batch_makes_each_problem_s_own_choices(method):
         assert int(batched[i].max()) < x.shape[0]  # padded rows are never drawn
 
 
-def test_kmeans_and_kmeans_batched_agree_on_small_pools_where_pairwise_is_chosen():
-    assert choose_method(100, 16) == "pairwise"
-    xs = [torch.randn(100, 20, generator=gen(i)) for i in range(2)]
-    xb, lens = pad_problems(xs)
-    res = kmeans_batched(xb, 16, lengths=lens, generators=[gen(7), gen(8)])
-    for i, x in enumerate(xs):
-        single = kmeans(x, 16, generator=gen(7 + i))
-        assert res.inertia[i] == pytest.approx(single.inertia, rel=1e-5)
-
-
-def test_cost_model_prefers_pairwise_for_small_pools_and_blocked_for_large_pools_on_cpu():
+def test_the_default_seeding_is_one_fixed_method():
+    assert DEFAULT_SEEDING == "blocked" and check_seeding("pairwise") == "pairwise"
     assert n_trials_for(1) == 2 and n_trials_for(128) == 6
-    assert choose_method(400, 128) == "pairwise"  # N x N is cheap next to 127 steps x 6 candidates
-    assert choose_method(400, 10) == "blocked"  # 9 steps x 4 candidates: less work than N x N
-    assert choose_method(5000, 64) == "blocked"
-    assert choose_method(5000, 64, device_type="cuda") == "direct"  # no host syncs on accelerators
-    big = int(PAIRWISE_MAX_ELEMENTS**0.5) + 1
-    assert choose_method(big, 100_000) == "blocked"  # memory cap wins over the cost model
-    assert choose_method(100, 16, batch=10_000) == "blocked"
-    assert choose_method(5000, 4, method="pairwise") == "pairwise"  # an explicit choice is kept
+    with pytest.warns(FutureWarning, match="seeding='auto' is deprecated and now means 'blocked'"):
+        assert check_seeding("auto") == "blocked"
+
+
+@pytest.mark.parametrize("seeding", [None, "direct"])
+@pytest.mark.parametrize(("n_max", "b"), [(300, 1), (300, 400), (1200, 30), (150, 50)])
+def test_per_class_and_batched_picks_are_identical_across_the_old_threshold(n_max, b, seeding, one_thread):
+    # the old 'auto' rule took the Gram-matrix path when B * N^2 <= 2**25 and N < 3 (K-1)(2 + ln K):
+    # 300 rows and K=32 are under it alone (90,000 elements) but over it in a batch of 400 (3.6e7),
+    # so a class alone and the same class in a batch were seeded differently. 150 rows are under
+    # K * L = 160: the blocked seeding takes its rows from one N x N product there
+    k = 32
+    opts = {} if seeding is None else {"seeding": seeding}
+    g = gen(n_max + b)
+    lens = [n_max - (i * 7) % 40 for i in range(b)]
+    xs = [torch.randn(n, 24, generator=g) + 3 * torch.randn(1, 24, generator=g) for n in lens]
+    batch, lengths = pad_problems(xs)
+    res = kmeans_batched(batch, k, lengths=lengths, generators=[gen(1000 + i) for i in range(b)], max_iter=20, **opts)
+    for i in (0, b // 2, b - 1):
+        alone = kmeans(xs[i], k, generator=gen(1000 + i), max_iter=20, **opts)
+        assert torch.equal(res.labels[i, : lens[i]], alone.labels), i
+        assert res.n_iter[i] == alone.n_iter
+        # the centroids agree to rounding (the padded mean is summed over more rows) and the picks exactly
+        assert torch.allclose(res.centroids[i], alone.centroids, rtol=1e-5, atol=1e-5)
+        assert torch.equal(nearest_unique(xs[i], res.centroids[i])[0], nearest_unique(xs[i], alone.centroids)[0])
 
 
 def test_unknown_method_is_refused_with_the_allowed_values():
-    with pytest.raises(ValueError, match=r"must be one of 'auto', 'direct', 'pairwise', 'blocked', got 'gram'"):
-        choose_method(10, 2, method="gram")
+    with pytest.raises(ValueError, match=r"must be one of 'direct', 'pairwise', 'blocked', got 'gram'"):
+        check_seeding("gram")
 
 
 @pytest.mark.parametrize("k", [2, 9, 40])
@@ -203,7 +211,7 @@ def _pair_frequencies(x: torch.Tensor, method: str, n_local_trials, runs: int) -
     counts: dict = {}
     for s in range(runs):
         idx = greedy_kmeans_plusplus(
-            x[None], _row_sq_norms(x)[None], 2, [gen(s)], method=method, n_local_trials=n_local_trials
+            x[None], row_sq_norms(x)[None], 2, [gen(s)], method=method, n_local_trials=n_local_trials
         )[0]
         key = tuple(idx.tolist())  # (first seed, second seed)
         counts[key] = counts.get(key, 0) + 1
@@ -288,12 +296,12 @@ def test_blocked_seeding_hands_lloyd_the_same_first_assignment_as_the_assignment
     x = torch.cat([base, base[:40]])  # duplicated rows: ties must go to the earlier seed
     x = x - x.mean(0)
     k = 25
-    idx, labels, dist = blocked_seeds_and_assignment(x, _row_sq_norms(x), k, gen(9), n_trials_for(k, n_local_trials))
+    idx, labels, dist = blocked_seeds_and_assignment(x, row_sq_norms(x), k, gen(9), n_trials_for(k, n_local_trials))
     ref_labels, ref_dist = nearest_centroid(x, x[idx])
     assert torch.equal(labels, ref_labels)
     assert torch.allclose(dist, ref_dist, atol=1e-3)
     assert torch.equal(labels[idx], torch.arange(k))  # each seed is its own nearest
-    # and k-means from these seeds ends where the plain loop (which computes that assignment) ends
+    # and k-means seeded this way ends where the loop started from these seeds ends
     res = kmeans(x, k, generator=gen(9), seeding="blocked", n_local_trials=n_local_trials)
     ref = kmeans(x, k, init=x[idx].clone(), generator=gen(9))
     assert torch.equal(res.labels, ref.labels)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dream_plugin import hookimpl
-from dream_plugin.config import ConfigError, Settings
-from dream_plugin.manager import PluginError
+from dream_plugin.config import ConfigError, PluginSettings, Settings
+from dream_plugin.manager import PluginError, build_plugin_manager
 from dream_plugin.selector import Selector, derive_seed
 
 
@@ -113,17 +113,17 @@ def _plugin(name, **hooks):
     return mod
 
 
-def test_a_plugin_hook_can_answer_before_the_dispatcher(isolated_pm):
+def test_a_plugin_hook_answers_before_the_strategy(isolated_pm):
     def select_real_batch(request):
         return torch.arange(request.n - 1, -1, -1)
 
     isolated_pm.register(_plugin("rev", select_real_batch=select_real_batch), name="rev")
     sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
     assert sel.select(0, 3, torch.arange(10), lambda p: p).tolist() == [2, 1, 0]
-    assert sel.records[-1].answered_by == "a plugin's hook implementation"
+    assert sel.records[-1].answered_by == "plugin:rev"
 
 
-def test_a_plugin_returning_none_passes_to_the_dispatcher(isolated_pm):
+def test_a_plugin_returning_none_passes_to_the_strategy(isolated_pm):
     isolated_pm.register(_plugin("pass", select_real_batch=lambda request: None), name="pass")
     sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
     sel.select(0, 3, torch.arange(10), lambda p: p)
@@ -189,3 +189,56 @@ def test_default_selectors_share_the_process_wide_plugin_manager(monkeypatch):
 
     own = Selector(Settings(strategy="random", plugins=PluginSettings(block=("x",))))
     assert own.pm is not get_plugin_manager()
+
+
+def test_two_answering_plugins_are_both_named(isolated_pm):
+    isolated_pm.register(_plugin("a", select_real_batch=lambda request: torch.arange(request.n)), name="a")
+    isolated_pm.register(_plugin("b", select_real_batch=lambda request: None), name="b")
+    sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
+    assert sel.select(0, 2, torch.arange(10), lambda p: p).tolist() == [0, 1]
+    assert sel.records[-1].answered_by == "plugin hook select_real_batch (one of b, a)"  # pluggy's call order
+
+
+def test_the_builtin_plugin_implements_no_selection_hook(isolated_pm):
+    for hook in ("select_real_batch", "select_init_batch"):
+        assert getattr(isolated_pm.hook, hook).get_hookimpls() == []
+    sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
+    sel.select(0, 3, torch.arange(10), lambda p: p)
+    assert sel.records[-1].answered_by == "strategy:random"
+
+
+def test_the_request_carries_no_side_channel(isolated_pm):
+    seen = []
+
+    def select_real_batch(request):
+        seen.append(dict(request.context))
+        return None
+
+    isolated_pm.register(_plugin("look", select_real_batch=select_real_batch), name="look")
+    sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
+    sel.select(0, 3, torch.arange(10), lambda p: p)
+    assert seen == [{}]
+
+
+def test_a_passing_plugin_that_draws_from_the_generator_does_not_change_the_picks(isolated_pm):
+    def select_real_batch(request):
+        torch.rand(100, generator=request.generator)  # consumes the request's random numbers, then passes
+        request.context["strategy"] = "tampered"
+        return None
+
+    plain = Selector(Settings(strategy="random"), plugin_manager=build_plugin_manager(PluginSettings(autoload=False)))
+    isolated_pm.register(_plugin("draws", select_real_batch=select_real_batch), name="draws")
+    with_plugin = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
+    for c in range(3):
+        a = plain.select(c, 4, torch.arange(30), lambda p: p)
+        b = with_plugin.select(c, 4, torch.arange(30), lambda p: p)
+        assert torch.equal(a, b)
+    assert [r.answered_by for r in with_plugin.records] == ["strategy:random"] * 3
+
+
+def test_selections_are_logged_on_the_package_logger(isolated_pm, caplog):
+    sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
+    with caplog.at_level("DEBUG", logger="dream_plugin"):
+        sel.select(2, 3, torch.arange(10), lambda p: p)
+    assert [r.name for r in caplog.records] == ["dream_plugin"]
+    assert "match picks of class 2 (call 0, n=3 of 10) answered by strategy:random" in caplog.text

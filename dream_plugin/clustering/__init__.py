@@ -2,10 +2,11 @@
 
 Public API:
 
-* :func:`kmeans` / :class:`KMeans` / :class:`KMeansResult` - pure-torch engine
-  (CPU or CUDA, chunked, seeded by an explicit ``torch.Generator``).
-* :func:`kmeans_batched` / :class:`BatchedKMeansResult` / :func:`pad_problems` - many
-  independent problems (every class of a re-selection) in one padded, batched run.
+* :func:`kmeans_batched` / :class:`BatchedKMeansResult` / :func:`pad_problems` - the engine:
+  many independent problems (every class of a re-selection) in one padded, batched run, with
+  one Lloyd loop (:mod:`.lloyd`) and an explicitly chosen seeding (:mod:`.seeding`).
+* :func:`kmeans` / :class:`KMeans` / :class:`KMeansResult` - one problem (the engine with a
+  batch of one; CPU or CUDA, chunked, seeded by an explicit ``torch.Generator``).
 * :func:`run_kmeans` / :func:`available_backends` - the same call through
   optional engines (``"torch"``, ``"sklearn"``, ``"fast_pytorch_kmeans"``, ``"faiss"``).
 * :func:`nearest_unique` / :func:`nearest_per_cluster` - turn centroids into
@@ -16,12 +17,16 @@ Public API:
 from .backends import BACKEND_NAMES, available_backends, run_kmeans
 from .batched import BatchedKMeansResult, kmeans_batched, pad_problems
 from .distances import nearest_centroid, squared_distances
-from .kmeans import INIT_METHODS, PRECISIONS, KMeans, KMeansResult, kmeans
+from .estimator import KMeans
+from .kmeans import INIT_METHODS, PRECISIONS, KMeansResult, kmeans
+from .seeding import DEFAULT_SEEDING, SEEDING_METHODS
 from .picking import nearest_per_cluster, nearest_unique
 
 __all__ = [
     "BACKEND_NAMES",
     "BatchedKMeansResult",
+    "DEFAULT_SEEDING",
+    "SEEDING_METHODS",
     "INIT_METHODS",
     "PRECISIONS",
     "KMeans",

@@ -24,16 +24,10 @@ from typing import Any
 
 import torch
 
-from .distances import _row_sq_norms, compute_dtype, nearest_centroid
-from .kmeans import (
-    KMeansResult,
-    _make_generator,
-    _seed,
-    _validate_common,
-    _validate_init,
-    _validate_x,
-    kmeans,
-)
+from .distances import compute_dtype, nearest_centroid, row_sq_norms
+from .kmeans import kmeans
+from .seeding import initial_centres
+from .validation import KMeansResult, make_generator, validate_common, validate_init, validate_x
 
 __all__ = ["BACKEND_NAMES", "available_backends", "run_kmeans"]
 
@@ -101,7 +95,7 @@ def _init_centers(
     """Initial centroids in compute dtype using our seeded initialisers."""
     if isinstance(init, torch.Tensor):
         return init.to(xf.dtype)
-    return _seed(xf, _row_sq_norms(xf), init, k, gen)
+    return initial_centres(xf.unsqueeze(0), row_sq_norms(xf).unsqueeze(0), [xf.shape[0]], k, [gen], init)[0]
 
 
 def _finish(
@@ -218,7 +212,7 @@ def run_kmeans(
     seed: int | None = None,
     chunk_size: int = 4096,
     precision: str = "fp32",
-    seeding: str = "auto",
+    seeding: str | None = None,
     n_local_trials: int | None = None,
 ) -> KMeansResult:
     """Run k-means on ``x`` (N, D) with the chosen ``backend``; same result type for all.
@@ -233,7 +227,9 @@ def run_kmeans(
     on float64 input), fast_pytorch_kmeans on x's device.  fast_pytorch_kmeans
     always starts from our seeded initialisation (its own uses the global
     RNG); faiss gets our k-means++ centroids for ``'k-means++'`` (older faiss
-    has none) and uses its own seeded sampling for ``'random'``.
+    has none) and uses its own seeded sampling for ``'random'``. ``seeding`` (torch only;
+    None is the engine's default, ``'direct'``), ``precision`` and ``n_local_trials`` are
+    options of the torch engine.
     """
     backend = _check_backend(backend)
     if generator is not None and seed is not None:
@@ -245,17 +241,17 @@ def run_kmeans(
     if backend == "torch":
         return kmeans(
             x, n_clusters, max_iter=max_iter, tol=tol, init=init, generator=generator, chunk_size=chunk_size,
-            precision=precision, seeding=seeding, n_local_trials=n_local_trials,
+            precision=precision, n_local_trials=n_local_trials, **({} if seeding is None else {"seeding": seeding}),
         )
     if precision != "fp32":
         raise ValueError(f"precision={precision!r} is only available with backend 'torch' (got {backend!r})")
-    if seeding != "auto":
+    if seeding is not None:
         raise ValueError(f"seeding={seeding!r} is only available with backend 'torch' (got {backend!r})")
     if n_local_trials is not None:
         raise ValueError(f"n_local_trials={n_local_trials!r} is only available with backend 'torch' (got {backend!r})")
     _import_backend(backend)  # fail early with the install hint, before any work
-    x = _validate_x(x)
-    k, max_iter, tol, chunk_size = _validate_common(x, n_clusters, max_iter, tol, chunk_size)
-    init = _validate_init(init, x, k)
-    gen = _make_generator(generator)
+    x = validate_x(x)
+    k, max_iter, tol, chunk_size = validate_common(x, n_clusters, max_iter, tol, chunk_size)
+    init = validate_init(init, x, k)
+    gen = make_generator(generator)
     return _RUNNERS[backend](x, k, max_iter, tol, init, gen, chunk_size)

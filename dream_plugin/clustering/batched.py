@@ -3,17 +3,16 @@
 DREAM re-clusters every class of the dataset at the same moment. Clustering the classes one after
 the other pays the per-call overhead (Python, kernel launches, small GEMMs) once per class; here
 the ``B`` problems are stacked into one padded tensor ``(B, N_max, D)`` and every step - k-means++
-seeding, the assignment (``|x|^2 - 2 x c^T + |c|^2`` as one ``baddbmm`` per row chunk) and the
-centroid update - runs for all of them together.
+seeding (:mod:`.seeding`), the Lloyd iterations (:mod:`.lloyd`) - runs for all of them together.
+:func:`dream_plugin.clustering.kmeans` is this engine with a batch of one.
 
 Padding: problem ``b`` owns rows ``[0, lengths[b])``; the other rows are never sampled by the
 seeding, never counted in a centroid, never part of the inertia and get label ``-1``.
 
-Each problem draws its random numbers from its own ``torch.Generator`` exactly as
-:func:`dream_plugin.clustering.kmeans` does, so a batched run makes the same choices as ``B``
-separate runs up to floating-point rounding of the batched matrix products (results agree in
-inertia; labels agree except on exact near-ties). Converged problems stop moving and leave the
-batch (it is compacted), so a batch costs about what its slowest member costs, not ``B`` times it.
+Each problem draws its random numbers from its own ``torch.Generator``, and every setting
+(seeding method, candidates per step, chunking of the sums) means the same for a problem alone
+and in a batch, so a class gets the same clustering from ``kmeans`` and from ``kmeans_batched``
+for the same generator state.
 """
 
 from __future__ import annotations
@@ -24,20 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .distances import TRANSPOSED_MAX_K, _check_chunk_size, compute_dtype
-from .gram_lloyd import gram_lloyd
-from .grouping import count_by_label, sum_by_label
 from .centring import centre_far_problems
-from .seeding import check_n_local_trials, choose_method, gram_matrix, greedy_kmeans_plusplus
-from .kmeans import (
-    KMeansResult,
-    _as_int,
-    _kmeans_plusplus_sampled,
-    _make_generator,
-    _update_centers,
-    _validate_precision,
-    matmul_precision,
-)
+from .distances import check_chunk_size, compute_dtype
+from .lloyd import assign, lloyd
+from .seeding import DEFAULT_SEEDING, blocked_seeds, check_n_local_trials, check_seeding, initial_centres
+from .validation import KMeansResult, as_int, make_generator, validate_precision
 
 __all__ = ["BatchedKMeansResult", "kmeans_batched", "pad_problems"]
 
@@ -115,17 +105,17 @@ def _validate_batch(
             raise ValueError(f"lengths must have one entry per problem ({b}), got {len(lens)}")
         if any(n < 1 or n > n_max for n in lens):
             raise ValueError(f"every length must be in [1, {n_max}], got {lens}")
-    kk = _as_int(k, "n_clusters")
+    kk = as_int(k, "n_clusters")
     if kk < 1 or kk > min(lens):
         raise ValueError(f"n_clusters must be between 1 and the smallest problem's rows ({min(lens)}), got {kk}")
     if generators is None or isinstance(generators, torch.Generator):
-        base = _make_generator(generators)  # one generator: problems draw from it in turn
+        base = make_generator(generators)  # one generator: problems draw from it in turn
         gens = [base] * b
     else:
         gens = list(generators)  # type: ignore[arg-type]
         if len(gens) != b:
             raise ValueError(f"need one generator per problem ({b}), got {len(gens)}")
-        gens = [_make_generator(g) for g in gens]
+        gens = [make_generator(g) for g in gens]
     return x, lens, kk, gens
 
 
@@ -133,120 +123,16 @@ def _row_mask(lens: list[int], n_max: int, device: torch.device) -> torch.Tensor
     return torch.arange(n_max, device=device).unsqueeze(0) < torch.tensor(lens, device=device).unsqueeze(1)
 
 
-# --------------------------------------------------------------------------- #
-# seeding
-# --------------------------------------------------------------------------- #
-def _kmeans_plusplus_batched(
-    xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator], method: str = "auto",
-    n_local_trials: int | None = None,
-) -> torch.Tensor:
-    """Greedy k-means++ centres ``(B, K, D)`` for every problem at once (same draws as one by one).
 
-    Padded rows carry zero weight, so they are never drawn and never count in the potential.
+def _prepare_rows(
+    x: torch.Tensor, lens: list[int], overwrite_x: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, bool]:
+    """Compute-dtype rows with zero padding, centred when far from the origin (see :mod:`.centring`).
+
+    Returns ``(xf, |x|^2, mask, subtracted means or None, mean feature variance, padded)``.
     """
-    idx = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, method=method, n_local_trials=n_local_trials)
-    return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))
-
-
-def _random_init_batched(xf: torch.Tensor, lens: list[int], k: int, gens: list[torch.Generator]) -> torch.Tensor:
-    rows = []
-    for i, (n, g) in enumerate(zip(lens, gens)):
-        idx = torch.randperm(n, generator=g, device=g.device)[:k].to(xf.device)
-        rows.append(xf[i].index_select(0, idx))
-    return torch.stack(rows)
-
-
-# --------------------------------------------------------------------------- #
-# Lloyd
-# --------------------------------------------------------------------------- #
-def _nearest_batched(
-    x: torch.Tensor,
-    x_sq: torch.Tensor,
-    c: torch.Tensor,
-    rows: int,
-    low: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per problem and row: nearest centroid and squared distance, in ``rows``-row chunks.
-
-    ``low``: optional ``(bf16 centred rows, mean, squared norms of the centred rows)`` from
-    :func:`_low_precision_copy`; the matrix product then runs in bfloat16 (GPU option).
-    """
-    b, n, _ = x.shape
-    labels = torch.empty((b, n), dtype=torch.long, device=x.device)
-    dist = torch.empty((b, n), dtype=x.dtype, device=x.device)
-    if low is None:
-        c_sq = c.square().sum(-1)  # (B, K)
-        transposed = c.shape[1] <= TRANSPOSED_MAX_K
-        c_t = c.transpose(1, 2)
-        for s in range(0, n, rows):
-            e = min(s + rows, n)
-            if transposed:  # (B, K, rows): faster for few centroids (see distances.TRANSPOSED_MAX_K)
-                blk = torch.baddbmm(c_sq.unsqueeze(2), c, x[:, s:e].transpose(1, 2), alpha=-2.0)
-                vals, idx = blk.min(dim=1)
-            else:
-                blk = torch.baddbmm(c_sq.unsqueeze(1), x[:, s:e], c_t, alpha=-2.0)
-                vals, idx = blk.min(dim=2)
-            labels[:, s:e] = idx
-            torch.add(vals, x_sq[:, s:e], out=dist[:, s:e])
-    else:
-        mm_x, mu, xc_sq = low
-        cc = c - mu
-        c_sq = cc.square().sum(-1).unsqueeze(1)
-        c_t = cc.to(torch.bfloat16).transpose(1, 2)
-        for s in range(0, n, rows):
-            e = min(s + rows, n)
-            blk = torch.bmm(mm_x[:, s:e], c_t).to(x.dtype).mul_(-2.0).add_(c_sq)
-            vals, idx = blk.min(dim=2)
-            labels[:, s:e] = idx
-            torch.add(vals, xc_sq[:, s:e], out=dist[:, s:e])
-    return labels, dist.clamp_(min=0)
-
-
-def kmeans_batched(
-    x: torch.Tensor,
-    n_clusters: int,
-    *,
-    lengths: Sequence[int] | torch.Tensor | None = None,
-    max_iter: int = 100,
-    tol: float = 1e-4,
-    init: str | torch.Tensor = "k-means++",
-    generators: torch.Generator | Sequence[torch.Generator] | None = None,
-    chunk_size: int = 4096,
-    precision: str = "fp32",
-    seeding: str = "auto",
-    n_local_trials: int | None = None,
-    overwrite_x: bool = False,
-) -> BatchedKMeansResult:
-    """k-means with ``n_clusters`` clusters for each of ``B`` padded problems ``x`` ``(B, N_max, D)``.
-
-    * ``lengths``: real rows per problem (rows ``[0, lengths[b])``); None means no padding.
-    * ``init``: ``'k-means++'``, ``'k-means++-sampled'``, ``'random'`` or a ``(B, K, D)`` tensor
-      (warm start).
-    * ``generators``: one ``torch.Generator`` per problem (same draws as separate
-      :func:`~dream_plugin.clustering.kmeans` calls with those generators), a single generator
-      (problems draw from it in turn) or None (nondeterministic).
-    * Stopping, tolerance and empty-cluster handling are those of :func:`kmeans`, per problem.
-    * ``chunk_size`` bounds the temporaries at about ``chunk_size * K`` elements (all problems
-      together); ``precision``, ``seeding`` and ``n_local_trials`` as in :func:`kmeans`
-      (``'bf16'`` / ``'tf32'`` are GPU options).
-    * ``overwrite_x``: the caller's ``x`` is a scratch copy (as ``pad_problems`` makes), so problems
-      far from the origin may be centred in place in it instead of in a copy of the whole batch
-      (x's contents are then not the input any more). Off by default: ``x`` is never written.
-    """
-    x, lens, k, gens = _validate_batch(x, lengths, n_clusters, generators)
-    mi = _as_int(max_iter, "max_iter")
-    if mi < 1:
-        raise ValueError(f"max_iter must be >= 1, got {mi}")
-    tol = float(tol)
-    if not tol >= 0 or math.isinf(tol):
-        raise ValueError(f"tol must be a finite float >= 0, got {tol!r}")
-    chunk_size = _check_chunk_size(chunk_size)
-    precision = _validate_precision(precision)
-    b, n_max, d = x.shape
-    n_local_trials = check_n_local_trials(n_local_trials)
-    method = choose_method(n_max, k, b, seeding, x.device.type, n_local_trials)  # validates seeding
     dev = x.device
-    x = x.detach()
+    b, n_max, _ = x.shape
     mask = _row_mask(lens, n_max, dev)
     xf = x.to(compute_dtype(x.dtype))
     owned = bool(overwrite_x) or xf.data_ptr() != x.data_ptr()  # xf may be written in place
@@ -260,55 +146,88 @@ def kmeans_batched(
     # cheap screen first (a NaN/inf makes its row sum non-finite), exact check only if it fails
     if not bool(torch.isfinite(xf.sum(dim=2)).all()) and not bool(torch.isfinite(xf).all()):
         raise ValueError("x contains NaN or inf values in its real rows")
-    # problems far from the origin are centred (see .centring); padded rows stay zero
     xf, x_sq, mu, mean_var = centre_far_problems(xf, lens, mask if padded else None, owned)
-    # per-problem scale of the tolerance: mean feature variance over the real rows
-    tol_abs = (tol * mean_var).tolist()
+    return xf, x_sq, mask, mu, mean_var, padded
 
-    gram = seeds = None
-    if isinstance(init, torch.Tensor):
-        if tuple(init.shape) != (b, k, d):
-            raise ValueError(f"init tensor must have shape (B, K, D) = {(b, k, d)}, got {tuple(init.shape)}")
-        if init.device != dev:
-            raise ValueError(f"init tensor must be on x's device {dev}, got {init.device}")
-        if not bool(torch.isfinite(init).all()):
-            raise ValueError("init tensor contains NaN or inf values")
-        centers = init.detach().to(xf.dtype)
-        centers = centers - mu if mu is not None else centers.clone()
-    elif init == "random":
-        centers = _random_init_batched(xf, lens, k, gens)
-    elif init == "k-means++" and precision == "fp32" and method == "pairwise":
-        # small pools: the Gram matrix serves the seeding and then every Lloyd iteration
-        gram = gram_matrix(xf)
-        seeds = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, gram=gram, n_local_trials=n_local_trials)
-        centers = None  # formed from the seed rows by _gram_fit
-    elif init == "k-means++":
-        centers = _kmeans_plusplus_batched(xf, x_sq, lens, k, gens, method, n_local_trials)
-    elif init == "k-means++-sampled":
-        centers = torch.stack(
-            [
-                _kmeans_plusplus_sampled(xf[i, :n], x_sq[i, :n], k, g, method, n_local_trials)
-                for i, (n, g) in enumerate(zip(lens, gens))
-            ]
-        )
-    else:
+
+def _start(
+    init: str | torch.Tensor, xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int,
+    gens: list[torch.Generator], mu: torch.Tensor | None, method: str, n_local_trials: int | None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The starting centroids ``(B, K, D)`` in the (possibly centred) frame of ``xf``, and the
+    rows' assignment to them when the seeding computed it anyway (``'blocked'``), else None."""
+    b, _, d = xf.shape
+    if isinstance(init, str) and init == "k-means++" and method == "blocked":
+        idx, labels, dist = blocked_seeds(xf, x_sq, lens, k, gens, n_local_trials)
+        return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, d)), (labels, dist)
+    if not isinstance(init, torch.Tensor):
+        return initial_centres(xf, x_sq, lens, k, gens, init, method, n_local_trials), None
+    if tuple(init.shape) != (b, k, d):
+        raise ValueError(f"init tensor must have shape (B, K, D) = {(b, k, d)}, got {tuple(init.shape)}")
+    if init.device != xf.device:
+        raise ValueError(f"init tensor must be on x's device {xf.device}, got {init.device}")
+    if not bool(torch.isfinite(init).all()):
+        raise ValueError("init tensor contains NaN or inf values")
+    centers = init.detach().to(xf.dtype)
+    return (centers - mu if mu is not None else centers.clone()), None
+
+
+def kmeans_batched(
+    x: torch.Tensor,
+    n_clusters: int,
+    *,
+    lengths: Sequence[int] | torch.Tensor | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    init: str | torch.Tensor = "k-means++",
+    generators: torch.Generator | Sequence[torch.Generator] | None = None,
+    chunk_size: int = 4096,
+    precision: str = "fp32",
+    seeding: str = DEFAULT_SEEDING,
+    n_local_trials: int | None = None,
+    overwrite_x: bool = False,
+) -> BatchedKMeansResult:
+    """k-means with ``n_clusters`` clusters for each of ``B`` padded problems ``x`` ``(B, N_max, D)``.
+
+    * ``lengths``: real rows per problem (rows ``[0, lengths[b])``); None means no padding.
+    * ``init``: ``'k-means++'``, ``'k-means++-sampled'``, ``'random'`` or a ``(B, K, D)`` tensor
+      (warm start).
+    * ``generators``: one ``torch.Generator`` per problem (same draws as separate
+      :func:`~dream_plugin.clustering.kmeans` calls with those generators), a single generator
+      (problems draw from it in turn) or None (nondeterministic).
+    * Stopping, tolerance and empty-cluster handling are those of :func:`kmeans`, per problem.
+    * ``chunk_size`` bounds the assignment's temporaries at about ``chunk_size * K`` elements (all
+      problems together); ``precision``, ``seeding`` and ``n_local_trials`` as in :func:`kmeans`
+      (``'bf16'`` / ``'tf32'`` are GPU options).
+    * ``overwrite_x``: the caller's ``x`` is a scratch copy (as ``pad_problems`` makes), so problems
+      far from the origin may be centred in place in it instead of in a copy of the whole batch
+      (x's contents are then not the input any more). Off by default: ``x`` is never written.
+    """
+    x, lens, k, gens = _validate_batch(x, lengths, n_clusters, generators)
+    mi = as_int(max_iter, "max_iter")
+    if mi < 1:
+        raise ValueError(f"max_iter must be >= 1, got {mi}")
+    tol = float(tol)
+    if not tol >= 0 or math.isinf(tol):
+        raise ValueError(f"tol must be a finite float >= 0, got {tol!r}")
+    chunk_size = check_chunk_size(chunk_size)
+    precision = validate_precision(precision)
+    n_local_trials = check_n_local_trials(n_local_trials)
+    method = check_seeding(seeding)
+    if isinstance(init, str) and init not in ("k-means++", "k-means++-sampled", "random"):
         raise ValueError(
             f"unknown init {init!r}; allowed: 'k-means++', 'k-means++-sampled', 'random' or a (B, K, D) tensor"
         )
-
-    rows = max(1, chunk_size // b)
-    fitted = None
-    if gram is not None:
-        fitted = _gram_fit(xf, x_sq, gram, seeds, mask, k, mi, tol_abs)
-    if fitted is None:
-        if centers is None:  # the Gram loop gave up (degenerate re-seeding): start over from the seeds
-            centers = torch.gather(xf, 1, seeds.unsqueeze(2).expand(-1, -1, d))
-        fitted = _direct_fit(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size, precision)
-    out_centers, n_iter, converged, assigned = fitted
+    x = x.detach()
+    xf, x_sq, mask, mu, mean_var, _ = _prepare_rows(x, lens, overwrite_x)
+    tol_abs = (tol * mean_var).tolist()  # per problem: the mean feature variance over its real rows
+    centers, first = _start(init, xf, x_sq, lens, k, gens, mu, method, n_local_trials)
+    out_centers, n_iter, converged, assigned = lloyd(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size,
+                                                     precision, first_assignment=first)
     if assigned is not None:  # every problem stopped with unchanged labels: the last assignment is final
         labels, dist = assigned
-    else:  # final E-step in full precision: labels / inertia are those of the returned centroids
-        labels, dist = _nearest_batched(xf, x_sq, out_centers, rows)
+    else:  # final assignment in full precision: labels / inertia are those of the returned centroids
+        labels, dist = assign(xf, x_sq, out_centers, max(1, chunk_size // x.shape[0]))
     labels = labels.masked_fill_(~mask, -1)
     inertia = (dist * mask).sum(1, dtype=torch.float64).tolist()
     return BatchedKMeansResult(
@@ -319,101 +238,3 @@ def kmeans_batched(
         converged=converged,
         lengths=lens,
     )
-
-
-def _gram_fit(
-    xf: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor, seeds: torch.Tensor, mask: torch.Tensor,
-    k: int, max_iter: int, tol_abs: list[float],
-) -> tuple[torch.Tensor, list[int], list[bool], tuple[torch.Tensor, torch.Tensor] | None] | None:
-    """Lloyd on the Gram matrix from the seed rows (see :mod:`.gram_lloyd`)."""
-    b, n, d = xf.shape
-    rows = (seeds + torch.arange(b, device=xf.device).unsqueeze(1) * n).reshape(-1)
-    # x_i . seed_k, (B, N, K): G is symmetric, so these are whole rows of G (a fast row gather)
-    dots = gram.reshape(b * n, n).index_select(0, rows).view(b, -1, n).transpose(1, 2)
-    centers = xf.reshape(b * n, d).index_select(0, rows).view(b, -1, d)
-    padded = not bool(mask.all())
-    return gram_lloyd(gram, xf, x_sq, dots, centers, mask if padded else None, max_iter, tol_abs)
-
-
-def _direct_fit(
-    xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
-    mi: int, tol_abs: list[float], chunk_size: int, precision: str,
-) -> tuple[torch.Tensor, list[int], list[bool], tuple[torch.Tensor, torch.Tensor] | None]:
-    """Lloyd with ``X C^T`` products; converged problems leave the batch.
-
-    The last element is ``(labels, squared distances)`` to the returned centroids when every
-    problem stopped with its labels unchanged in full float32 (see :func:`.gram_lloyd`), else None.
-    """
-    b = xf.shape[0]
-    dev = xf.device
-    rows = max(1, chunk_size // b)
-    out_centers = centers.clone()
-    n_iter = [0] * b
-    converged = [False] * b
-    active = list(range(b))  # problem ids still iterating, aligned with the working tensors
-    wx, wsq, wmask, wc = xf, x_sq, mask, centers
-    wtol = torch.tensor(tol_abs, dtype=torch.float64)
-    prev_labels: torch.Tensor | None = None
-    n_max = xf.shape[1]
-    out_labels = torch.empty((b, n_max), dtype=torch.long, device=dev)
-    out_dist = xf.new_empty((b, n_max))
-    n_strict = 0  # problems that stopped with unchanged labels (their assignment is final)
-    with matmul_precision(precision, dev):
-        low = precision == "bf16" and dev.type == "cuda"
-        lowp = _low_precision_copy(wx, wmask, lens, active) if low else None
-        for it in range(mi):
-            labels, dist = _nearest_batched(wx, wsq, wc, rows, lowp)
-            sums, counts = sum_by_label(wx, labels, wmask, k, rows=rows), count_by_label(labels, wmask, k)
-            new = sums / counts.clamp(min=1).unsqueeze(2).to(wx.dtype)
-            empty = (counts == 0).any(dim=1)
-            if bool(empty.any()):
-                for j in empty.nonzero().flatten().tolist():
-                    n_j = lens[active[j]]
-                    new[j], _ = _update_centers(
-                        wx[j, :n_j], labels[j, :n_j], dist[j, :n_j], wc[j], chunk_size
-                    )
-            shift = torch.linalg.vector_norm(new - wc, dim=(1, 2)).double().square_().cpu()
-            same = torch.zeros(len(active), dtype=torch.bool)
-            if prev_labels is not None:
-                same = ((labels == prev_labels) | ~wmask).all(dim=1).cpu() & ~empty.cpu()
-            done = same | (shift <= wtol)
-            wc = torch.where(same.to(dev).view(-1, 1, 1), wc, new)  # same labels: same means
-            for j, pid in enumerate(active):
-                n_iter[pid] = it + 1
-            finished = done.nonzero().flatten().tolist()
-            if finished:
-                for j in finished:
-                    out_centers[active[j]] = wc[j]
-                    converged[active[j]] = True
-                    if bool(same[j]):
-                        out_labels[active[j]], out_dist[active[j]] = labels[j], dist[j]
-                        n_strict += 1
-                keep = (~done).nonzero().flatten()
-                if keep.numel() == 0:
-                    active = []
-                    break
-                kd = keep.to(dev)
-                active = [active[j] for j in keep.tolist()]
-                wx, wsq, wmask, wc = wx[kd], wsq[kd], wmask[kd], wc[kd]
-                labels, wtol = labels[kd], wtol[keep]
-                if lowp is not None:
-                    lowp = _low_precision_copy(wx, wmask, lens, active)
-            prev_labels = labels
-        for j, pid in enumerate(active):  # max_iter reached
-            out_centers[pid] = wc[j]
-    exact = precision == "fp32" or dev.type != "cuda"  # tf32 / bf16 labels are recomputed in float32
-    return out_centers, n_iter, converged, ((out_labels, out_dist) if n_strict == b and exact else None)
-
-
-def _low_precision_copy(
-    wx: torch.Tensor, wmask: torch.Tensor, lens: list[int], active: list[int]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """bf16 copy of the centred rows, their mean and squared norms.
-
-    Distances do not change under a shift; centring keeps the dot products small relative to
-    the distances, which is what bfloat16's 8-bit mantissa needs.
-    """
-    n_real = torch.tensor([lens[p] for p in active], device=wx.device, dtype=wx.dtype)
-    mu = wx.sum(1, keepdim=True) / n_real.view(-1, 1, 1)  # (B, 1, D), padded rows are zero
-    xc = (wx - mu) * wmask.unsqueeze(2).to(wx.dtype)
-    return xc.to(torch.bfloat16), mu, xc.square().sum(-1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["compute_dtype", "squared_distances", "nearest_centroid"]
+__all__ = ["check_chunk_size", "check_pair", "compute_dtype", "nearest_centroid", "promote", "row_sq_norms", "squared_distances"]
 
 #: Up to this many centroids the assignment computes ``c x^T`` (K x rows) instead of ``x c^T``:
 #: the skinny product is 1.4-2.3x faster that way round with MKL on the CPUs we measured
@@ -33,7 +33,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32
 
 
-def _check_chunk_size(chunk_size: int) -> int:
+def check_chunk_size(chunk_size: int) -> int:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise TypeError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     if chunk_size < 1:
@@ -41,7 +41,7 @@ def _check_chunk_size(chunk_size: int) -> int:
     return chunk_size
 
 
-def _check_pair(x: torch.Tensor, c: torch.Tensor, x_name: str = "x", c_name: str = "c") -> None:
+def check_pair(x: torch.Tensor, c: torch.Tensor, x_name: str = "x", c_name: str = "c") -> None:
     for name, t in ((x_name, x), (c_name, c)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -60,13 +60,13 @@ def _check_pair(x: torch.Tensor, c: torch.Tensor, x_name: str = "x", c_name: str
         )
 
 
-def _promote(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def promote(x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Detached copies (views when possible) of x and c in the shared compute dtype."""
     dt = compute_dtype(torch.promote_types(x.dtype, c.dtype))
     return x.detach().to(dt), c.detach().to(dt)
 
 
-def _row_sq_norms(t: torch.Tensor) -> torch.Tensor:
+def row_sq_norms(t: torch.Tensor) -> torch.Tensor:
     """Squared L2 norm of each row (``(N,)``), in ``t``'s dtype.
 
     ``vector_norm`` is a single fused, vectorised reduction (several times faster
@@ -122,11 +122,11 @@ def squared_distances(x: torch.Tensor, c: torch.Tensor, *, chunk_size: int = 409
     chunk so the working memory beyond the output stays ``O(chunk_size * K)``.
     Returned in the compute dtype (float32 for half inputs, else input dtype).
     """
-    _check_pair(x, c)
-    _check_chunk_size(chunk_size)
-    x, c = _promote(x, c)
-    x_sq = _row_sq_norms(x)
-    c_sq = _row_sq_norms(c).unsqueeze(0)
+    check_pair(x, c)
+    check_chunk_size(chunk_size)
+    x, c = promote(x, c)
+    x_sq = row_sq_norms(x)
+    c_sq = row_sq_norms(c).unsqueeze(0)
     n = x.shape[0]
     out = torch.empty(n, c.shape[0], dtype=x.dtype, device=x.device)
     c_t = c.t()
@@ -147,10 +147,10 @@ def nearest_centroid(
     distances are ``(N,)`` in the compute dtype.  Memory is bounded by
     ``chunk_size * K`` temporaries; ties go to the lowest centroid index.
     """
-    _check_pair(x, c)
-    _check_chunk_size(chunk_size)
+    check_pair(x, c)
+    check_chunk_size(chunk_size)
     if c.shape[0] == 0:
         raise ValueError("c must contain at least one centroid, got shape "
                          f"{tuple(c.shape)}")
-    x, c = _promote(x, c)
-    return _nearest(x, _row_sq_norms(x), c, _row_sq_norms(c), chunk_size)
+    x, c = promote(x, c)
+    return _nearest(x, row_sq_norms(x), c, row_sq_norms(c), chunk_size)

@@ -1,9 +1,9 @@
 """Sums and counts of rows grouped by label, for one or a padded batch of problems.
 
-Every Lloyd loop of the engine (one problem, a batch, the Gram-matrix loop) forms its means this
-way. On the CPU the sums are one sequential ``index_add_`` (deterministic and cheapest). On
-accelerators ``index_add_`` uses float atomics whose order varies between runs, which would break
-"same seed, same result", so there the sums are fixed-order one-hot products in row chunks.
+The engine's Lloyd loop (:mod:`.lloyd`) forms its means this way. On the CPU the sums are one
+sequential ``index_add_`` (deterministic and cheapest). On accelerators ``index_add_`` uses float
+atomics whose order varies between runs, which would break "same seed, same result", so there the
+sums are fixed-order one-hot products in row chunks.
 """
 
 from __future__ import annotations

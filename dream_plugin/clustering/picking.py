@@ -5,20 +5,26 @@ share the same nearest item, which would silently give fewer than K distinct
 representatives; these helpers resolve such collisions deterministically: the
 centroid closer to the contested item keeps it, the other takes its next
 nearest item that is still unused.
+
+Precision: items and centroids are shifted by the same vector, the items' mean, before any
+distance is computed (see :func:`_centred_frame`). ``|x|^2 - 2 x.c + |c|^2`` on uncentred float32
+features (ReLU features of a trained network can sit thousands of units from the origin) loses
+the digits that tell neighbours apart to cancellation; after the shift the arithmetic is as
+precise as for data at the origin, so the picks do not depend on where the data sit.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .distances import _check_chunk_size, _check_pair, _promote, _row_sq_norms
+from .distances import check_chunk_size, check_pair, compute_dtype, row_sq_norms
 
 __all__ = ["nearest_unique", "nearest_per_cluster"]
 
 
 def _validate(x: torch.Tensor, centroids: torch.Tensor, chunk_size: int) -> None:
-    _check_pair(x, centroids, "x", "centroids")
-    _check_chunk_size(chunk_size)
+    check_pair(x, centroids, "x", "centroids")
+    check_chunk_size(chunk_size)
     if x.shape[0] == 0:
         raise ValueError(f"x must contain at least one row, got shape {tuple(x.shape)}")
     if centroids.shape[0] == 0:
@@ -26,6 +32,18 @@ def _validate(x: torch.Tensor, centroids: torch.Tensor, chunk_size: int) -> None
     for name, t in (("x", x), ("centroids", centroids)):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains NaN or inf values")
+
+
+def _centred_frame(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` and ``centroids`` in the compute dtype, both minus the items' mean (distances unchanged).
+
+    The mean is summed in float64 and rounded once; x and the centroids lose the same rounded
+    vector, so its rounding error shifts everything alike and changes no distance.
+    """
+    dt = compute_dtype(torch.promote_types(x.dtype, centroids.dtype))
+    xd, cd = x.detach(), centroids.detach()
+    mu = (xd.sum(dim=0, keepdim=True, dtype=torch.float64) / xd.shape[0]).to(dt)
+    return xd.to(dt) - mu, cd.to(dt) - mu
 
 
 def _split_winners(best: torch.Tensor, best_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,9 +178,9 @@ def nearest_unique(
     n, k = x.shape[0], centroids.shape[0]
     if k > n:
         raise ValueError(f"cannot pick {k} distinct items from x with only {n} rows (need K <= N)")
-    xf, cf = _promote(x, centroids)
+    xf, cf = _centred_frame(x, centroids)
     used = torch.zeros(n, dtype=torch.bool, device=x.device)
-    return _assign_round(xf, _row_sq_norms(xf), cf, _row_sq_norms(cf), used, chunk_size)
+    return _assign_round(xf, row_sq_norms(xf), cf, row_sq_norms(cf), used, chunk_size)
 
 
 def nearest_per_cluster(
@@ -188,8 +206,8 @@ def nearest_per_cluster(
         raise ValueError(
             f"cannot pick {k} x {per_cluster} = {k * per_cluster} distinct items from x with only {n} rows"
         )
-    xf, cf = _promote(x, centroids)
-    x_sq, c_sq = _row_sq_norms(xf), _row_sq_norms(cf)
+    xf, cf = _centred_frame(x, centroids)
+    x_sq, c_sq = row_sq_norms(xf), row_sq_norms(cf)
     used = torch.zeros(n, dtype=torch.bool, device=x.device)
     rounds = []
     for _ in range(per_cluster):

@@ -11,46 +11,53 @@ squared distances from every point to its candidates. Three ways to get them:
 * ``'pairwise'``: the Gram matrix ``X X^T`` once (one large, efficient matrix product), then each
   step only gathers ``L`` of its rows. It wins when the pool is small next to the
   work of the steps (``N`` below a few times ``K * L``), and its memory is ``B * N^2`` floats.
-* ``'blocked'``: candidates are proposed up to :data:`BLOCK` at a time from the weights of the
+* ``'blocked'`` (default): candidates are proposed up to :data:`BLOCK` at a time from the weights of the
   moment, their distance rows computed in one efficient product, and each step takes its ``L``
   candidates from that block by rejection sampling: a proposal drawn with the older weight
   ``w_ref`` is accepted with probability ``w_now / w_ref`` (weights only shrink as centres are
-  added), so accepted candidates follow exactly the current k-means++ distribution. Large pools
-  on the CPU: the product runs near peak speed instead of re-reading ``x`` every step.
+  added), so accepted candidates follow exactly the current k-means++ distribution. The product
+  runs near peak speed instead of re-reading ``x`` every step; small pools take all their rows
+  from one ``N x N`` product (:data:`GRAM_MAX_ROWS`). Each problem is seeded on its own rows, so a
+  problem's seeds are the same alone and in a batch.
 
 ``'direct'`` and ``'pairwise'`` make the same choices for the same generator state, up to
 floating-point rounding; ``'blocked'`` draws from the same distribution with a different use of
-the random stream. ``'auto'`` picks by a cost model (see :func:`choose_method`). All randomness
-comes from the problems' own ``torch.Generator`` objects; global random state is never used.
+the random stream. The method is always the caller's explicit choice (default ``'direct'``, see
+:data:`DEFAULT_SEEDING`), never a function of the device or the batch size, so one seed gives the
+same seeds for a problem alone and in any batch. All randomness comes from the problems' own
+``torch.Generator`` objects; global random state is never used.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 __all__ = [
-    "BLOCK", "SEEDING_METHODS", "PAIRWISE_MAX_ELEMENTS", "blocked_seeds_and_assignment", "check_n_local_trials", "choose_method", "gram_matrix",
-    "greedy_kmeans_plusplus", "n_trials_for",
+    "BLOCK", "DEFAULT_SEEDING", "GRAM_MAX_ROWS", "SEEDING_METHODS", "blocked_seeds", "blocked_seeds_and_assignment", "check_n_local_trials",
+    "check_seeding", "gram_matrix", "greedy_kmeans_plusplus", "initial_centres", "kmeans_plusplus", "n_trials_for",
+    "sampled_size",
 ]
 
-#: Accepted values of ``method``.
-SEEDING_METHODS = ("auto", "direct", "pairwise", "blocked")
+#: Accepted values of ``method`` (``seeding=`` in the k-means entry points).
+SEEDING_METHODS = ("direct", "pairwise", "blocked")
+
+#: The default, on every device and batch size (see docs/benchmarks.md, "Seeding"): the fastest
+#: on the CPU for small and large pools alike. ``'direct'`` avoids the rejection step's host
+#: synchronisations on accelerators; ``'pairwise'`` is the Gram-matrix variant of ``'direct'``.
+DEFAULT_SEEDING = "blocked"
 
 #: Most candidates ``'blocked'`` proposes at once (fewer when fewer steps remain).
 BLOCK = 128
 
-#: ``'auto'`` never builds a pairwise matrix with more elements than this (``B * N^2``; 2^25
-#: float32 elements are 128 MiB).
-PAIRWISE_MAX_ELEMENTS = 2**25
-
-#: A skinny ``(L, D) x (D, N)`` product runs at roughly a third of the speed of a large square
-#: one on the CPUs we measured (docs/benchmarks.md, "Selection speed"); the cost model uses it.
-_SKINNY_SLOWDOWN = 3.0
-
+#: ``'blocked'`` takes its distance rows from one ``N x N`` product when the pool has at most
+#: ``min(K * L, GRAM_MAX_ROWS)`` rows (``L`` candidates per step): then the candidates would
+#: cover the pool anyway. The matrix stays under 64 MiB of float32.
+GRAM_MAX_ROWS = 4096
 
 def check_n_local_trials(n_local_trials: object) -> int | None:
     """Validate ``n_local_trials``: None (the default rule) or an integer >= 1."""
@@ -72,25 +79,19 @@ def n_trials_for(k: int, n_local_trials: int | None = None) -> int:
     return check_n_local_trials(n_local_trials)  # type: ignore[return-value]
 
 
-def choose_method(
-    n: int, k: int, batch: int = 1, method: str = "auto", device_type: str = "cpu", n_local_trials: int | None = None
-) -> str:
-    """Resolve ``method`` to ``'direct'``, ``'pairwise'`` or ``'blocked'`` for ``batch`` problems of ``n`` rows.
-
-    ``'auto'`` chooses ``'pairwise'`` when its one ``N x N x D`` product costs less than the
-    K steps' ``N x D x L`` products (weighted by their lower speed) and the matrix stays under
-    :data:`PAIRWISE_MAX_ELEMENTS` (the feature dimension cancels out of the comparison);
-    otherwise ``'blocked'`` on the CPU and ``'direct'`` on accelerators, where the rejection
-    step's host synchronisations would stall the device.
-    """
+def check_seeding(method: object) -> str:
+    """Validate a seeding method. ``'auto'`` (earlier releases) is accepted with a FutureWarning
+    and means :data:`DEFAULT_SEEDING`: it used to pick by pool size, batch size and device, so
+    the same seed could seed a class differently alone and in a batch."""
+    if method == "auto":
+        warnings.warn(
+            f"seeding='auto' is deprecated and now means {DEFAULT_SEEDING!r}; pass one of "
+            f"{', '.join(map(repr, SEEDING_METHODS))}", FutureWarning, stacklevel=3,
+        )
+        return DEFAULT_SEEDING
     if method not in SEEDING_METHODS:
         raise ValueError(f"seeding method must be one of {', '.join(map(repr, SEEDING_METHODS))}, got {method!r}")
-    if method != "auto":
-        return method
-    steps_work = _SKINNY_SLOWDOWN * (k - 1) * n_trials_for(k, n_local_trials)
-    if batch * n * n <= PAIRWISE_MAX_ELEMENTS and n < steps_work:
-        return "pairwise"
-    return "blocked" if device_type == "cpu" else "direct"
+    return method  # type: ignore[return-value]
 
 
 def gram_matrix(xf: torch.Tensor) -> torch.Tensor:
@@ -109,7 +110,7 @@ def greedy_kmeans_plusplus(
     k: int,
     gens: Sequence[torch.Generator],
     lens: Sequence[int] | None = None,
-    method: str = "auto",
+    method: str = DEFAULT_SEEDING,
     gram: torch.Tensor | None = None,
     n_local_trials: int | None = None,
 ) -> torch.Tensor:
@@ -127,12 +128,9 @@ def greedy_kmeans_plusplus(
     dev = xf.device
     lens = [n] * b if lens is None else list(lens)
     n_trials = n_trials_for(k, n_local_trials)
-    resolved = "pairwise" if gram is not None else choose_method(n, k, b, method, dev.type, n_local_trials)
-    if resolved == "blocked":
-        out = torch.empty((b, k), dtype=torch.long, device=dev)
-        for i, (m, g) in enumerate(zip(lens, gens)):  # rejection is per problem: one at a time
-            out[i] = blocked_seeds_and_assignment(xf[i, :m], x_sq[i, :m], k, g, n_trials)[0]
-        return out
+    resolved = "pairwise" if gram is not None else check_seeding(method)
+    if resolved == "blocked":  # rejection is per problem: one at a time
+        return blocked_seeds(xf, x_sq, lens, k, gens, n_local_trials)[0]
     first = torch.cat([torch.randint(m, (1,), generator=g, device=g.device).to(dev) for m, g in zip(lens, gens)])
     if k > 1:
         u = torch.stack([_rand((k - 1, n_trials), g, dev) for g in gens], dim=1)  # (K-1, B, L)
@@ -141,24 +139,9 @@ def greedy_kmeans_plusplus(
     mask = (torch.arange(n, device=dev).unsqueeze(0) < torch.tensor(lens, device=dev).unsqueeze(1)) if padded else None
     last = torch.tensor(lens, device=dev).sub_(1).unsqueeze(1)  # (B, 1)
 
-    if resolved == "pairwise":
-        g = gram if gram is not None else gram_matrix(xf)
-        x_sq_row = x_sq.unsqueeze(1)
-        flat_g = g.reshape(b * n, n)
-        offsets = (torch.arange(b, device=dev) * n).unsqueeze(1)
-
-        def rows(idx: torch.Tensor) -> torch.Tensor:  # idx (B, L) -> squared distances (B, L, N)
-            picked = flat_g.index_select(0, (idx + offsets).reshape(-1)).view(b, -1, n)
-            out = torch.add(x_sq_row + torch.gather(x_sq, 1, idx).unsqueeze(2), picked, alpha=-2.0)
-            return out.clamp_(min=0)
-    else:
-        x_t = xf.transpose(1, 2)
-        x_sq_row = x_sq.unsqueeze(1)
-
-        def rows(idx: torch.Tensor) -> torch.Tensor:
-            cand = torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))  # (B, L, D)
-            out = torch.baddbmm(x_sq_row, cand, x_t, alpha=-2.0)
-            return out.add_(torch.gather(x_sq, 1, idx).unsqueeze(2)).clamp_(min=0)
+    if gram is None and resolved == "pairwise":
+        gram = gram_matrix(xf)
+    rows = _distance_rows(xf, x_sq, gram)
 
     chosen = torch.empty((b, k), dtype=torch.long, device=dev)
     chosen[:, 0] = first
@@ -183,6 +166,54 @@ def greedy_kmeans_plusplus(
     return chosen
 
 
+def blocked_seeds(
+    xf: torch.Tensor, x_sq: torch.Tensor, lens: Sequence[int], k: int, gens: Sequence[torch.Generator],
+    n_local_trials: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``'blocked'`` seeds of each padded problem, one problem at a time on its own rows.
+
+    Returns ``(seed rows (B, K), labels (B, N), squared distances (B, N))``: every real row's nearest
+    seed and its distance (padded rows: label 0, distance 0), which the Lloyd loop can take as its
+    first assignment.
+    """
+    b, n, _ = xf.shape
+    n_trials = n_trials_for(k, n_local_trials)
+    idx = torch.empty((b, k), dtype=torch.long, device=xf.device)
+    labels = torch.zeros((b, n), dtype=torch.long, device=xf.device)
+    dist = xf.new_zeros((b, n))
+    for i, (m, g) in enumerate(zip(lens, gens)):
+        idx[i], labels[i, :m], dist[i, :m] = blocked_seeds_and_assignment(xf[i, :m], x_sq[i, :m], k, g, n_trials)
+    return idx, labels, dist
+
+
+def _distance_rows(xf: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor | None):
+    """``rows(idx)``: squared distances ``(B, L, N)`` from the candidate rows ``idx`` ``(B, L)`` to every row.
+
+    With ``gram`` (``X X^T``, the pairwise path) they are gathered from it; otherwise one skinny
+    product per call (the direct path).
+    """
+    b, n, _ = xf.shape
+    x_sq_row = x_sq.unsqueeze(1)
+    if gram is not None:
+        flat_g = gram.reshape(b * n, n)
+        offsets = (torch.arange(b, device=xf.device) * n).unsqueeze(1)
+
+        def rows(idx: torch.Tensor) -> torch.Tensor:
+            picked = flat_g.index_select(0, (idx + offsets).reshape(-1)).view(b, -1, n)
+            out = torch.add(x_sq_row + torch.gather(x_sq, 1, idx).unsqueeze(2), picked, alpha=-2.0)
+            return out.clamp_(min=0)
+
+        return rows
+    x_t = xf.transpose(1, 2)
+
+    def rows(idx: torch.Tensor) -> torch.Tensor:
+        cand = torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))  # (B, L, D)
+        out = torch.baddbmm(x_sq_row, cand, x_t, alpha=-2.0)
+        return out.add_(torch.gather(x_sq, 1, idx).unsqueeze(2)).clamp_(min=0)
+
+    return rows
+
+
 def blocked_seeds_and_assignment(
     x: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator, n_trials: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -198,12 +229,20 @@ def blocked_seeds_and_assignment(
     first = torch.randint(n, (1,), generator=gen, device=gen.device).to(dev)
     chosen = torch.empty(k, dtype=torch.long, device=dev)
     chosen[0] = first[0]
-    x_t = x.t()
     x_sq_row = x_sq.unsqueeze(0)
+    if n <= min(k * n_trials, GRAM_MAX_ROWS):
+        # a small pool: the candidates would cover it several times over, so all distance rows
+        # come from one N x N product (the pool's own size decides: the same alone and in a batch)
+        dist_all = torch.addmm(x_sq_row, x, x.t(), alpha=-2.0).add_(x_sq.unsqueeze(1)).clamp_(min=0)
 
-    def rows(idx: torch.Tensor) -> torch.Tensor:  # squared distances of the rows idx to every point
-        out = torch.addmm(x_sq_row, x.index_select(0, idx), x_t, alpha=-2.0)
-        return out.add_(x_sq.index_select(0, idx).unsqueeze(1)).clamp_(min=0)
+        def rows(idx: torch.Tensor) -> torch.Tensor:
+            return dist_all.index_select(0, idx)
+    else:
+        x_t = x.t()
+
+        def rows(idx: torch.Tensor) -> torch.Tensor:  # squared distances of the rows idx to every point
+            out = torch.addmm(x_sq_row, x.index_select(0, idx), x_t, alpha=-2.0)
+            return out.add_(x_sq.index_select(0, idx).unsqueeze(1)).clamp_(min=0)
 
     closest = rows(first)[0]
     closest[first[0]] = 0  # exactly: |x|^2 - 2 x.x + |x|^2 may round to a tiny positive weight
@@ -243,3 +282,47 @@ def blocked_seeds_and_assignment(
         closest[chosen[c]] = 0  # a chosen point can never be drawn again
         labels[chosen[c]] = c
     return chosen, labels, closest
+
+
+def sampled_size(k: int) -> int:
+    """Rows used by ``'k-means++-sampled'`` seeding: ``max(20 K, 1000)``."""
+    return max(20 * k, 1000)
+
+
+def kmeans_plusplus(
+    x: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator, method: str = DEFAULT_SEEDING,
+    n_local_trials: int | None = None, sampled: bool = False,
+) -> torch.Tensor:
+    """k-means++ centres ``(K, D)`` of one problem ``x`` ``(N, D)``; ``sampled``: on :func:`sampled_size` random rows."""
+    n = x.shape[0]
+    if sampled and sampled_size(k) < n:
+        idx = torch.randperm(n, generator=gen, device=gen.device)[: sampled_size(k)].to(x.device)
+        x, x_sq = x.index_select(0, idx), x_sq.index_select(0, idx)
+    idx = greedy_kmeans_plusplus(x.unsqueeze(0), x_sq.unsqueeze(0), k, [gen], method=method,
+                                 n_local_trials=n_local_trials)[0]
+    return x.index_select(0, idx)
+
+
+def initial_centres(
+    xf: torch.Tensor, x_sq: torch.Tensor, lens: Sequence[int], k: int, gens: Sequence[torch.Generator], init: str,
+    method: str = DEFAULT_SEEDING, n_local_trials: int | None = None,
+) -> torch.Tensor:
+    """Starting centroids ``(B, K, D)`` of the padded problems for a string ``init``.
+
+    ``'random'``: K distinct rows; ``'k-means++'``: all problems' seeding at once;
+    ``'k-means++-sampled'``: k-means++ on a random subsample of each problem. Each problem draws
+    from its own generator, so its centres are the same alone and in a batch.
+    """
+    if init == "random":
+        rows = []
+        for i, (n, g) in enumerate(zip(lens, gens)):
+            idx = torch.randperm(n, generator=g, device=g.device)[:k].to(xf.device)
+            rows.append(xf[i].index_select(0, idx))
+        return torch.stack(rows)
+    if init == "k-means++":
+        idx = greedy_kmeans_plusplus(xf, x_sq, k, gens, lens, method=method, n_local_trials=n_local_trials)
+        return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, xf.shape[2]))
+    if init == "k-means++-sampled":
+        return torch.stack([kmeans_plusplus(xf[i, :n], x_sq[i, :n], k, g, method, n_local_trials, sampled=True)
+                            for i, (n, g) in enumerate(zip(lens, gens))])
+    raise ValueError(f"unknown init {init!r}; allowed: 'k-means++', 'k-means++-sampled', 'random' or a tensor")

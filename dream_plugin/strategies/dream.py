@@ -44,8 +44,8 @@ class KMeansOptions:
     chunk_size: int = 4096
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     """Distance matmuls: fp32, or on CUDA tf32 / bf16 (torch backend; CPU always runs fp32)."""
-    seeding: Literal["auto", "direct", "pairwise", "blocked"] = "auto"
-    """How k-means++ gets its distances (torch backend); pin one for the same picks on CPU and GPU."""
+    seeding: Literal["direct", "pairwise", "blocked"] | None = None
+    """How k-means++ gets its distances (torch backend); None is the engine's default, ``direct``."""
     n_local_trials: int | None = None
     """k-means++ candidates per step (torch backend): None is 2 + ln K (greedy), 1 classic k-means++."""
 
@@ -55,10 +55,13 @@ class KMeansOptions:
         ``init`` and ``backend`` are left out: callers replace ``init`` by a warm start, and only
         ``run_kmeans`` takes a backend.
         """
-        return {
+        out: dict[str, object] = {
             "max_iter": self.max_iter, "tol": self.tol, "chunk_size": self.chunk_size,
-            "precision": self.precision, "seeding": self.seeding, "n_local_trials": self.n_local_trials,
+            "precision": self.precision, "n_local_trials": self.n_local_trials,
         }
+        if self.seeding is not None:
+            out["seeding"] = self.seeding
+        return out
 
     def __post_init__(self) -> None:
         if self.max_iter < 1:
@@ -71,7 +74,7 @@ class KMeansOptions:
             raise ConfigError(
                 f"precision: {self.precision!r} needs backend 'torch' (got backend {self.backend!r})"
             )
-        if self.seeding != "auto" and self.backend != "torch":
+        if self.seeding is not None and self.backend != "torch":
             raise ConfigError(f"seeding: {self.seeding!r} needs backend 'torch' (got backend {self.backend!r})")
         if self.n_local_trials is not None:
             if self.n_local_trials < 1:

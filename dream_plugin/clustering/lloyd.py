@@ -1,0 +1,176 @@
+"""The engine's one Lloyd loop, over a padded batch of problems (a single problem is a batch of one).
+
+Each iteration assigns every row to its nearest centroid (``|x|^2 - 2 x c^T + |c|^2`` as one
+``baddbmm`` per row chunk, or in bfloat16 on centred rows with ``precision='bf16'`` on CUDA),
+replaces each centroid by the mean of its rows, and re-seeds empty clusters on the farthest rows
+as scikit-learn does. A problem stops when its labels no longer change or its centroid shift is
+within its tolerance; stopped problems leave the batch (it is compacted), so a batch costs about
+what its slowest member costs. Every step treats each problem alone: its rows, its labels and its
+sums are the same whether it runs alone or in a batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .distances import TRANSPOSED_MAX_K
+from .grouping import count_by_label, sum_by_label
+from .validation import matmul_precision
+
+__all__ = ["LloydOutcome", "assign", "lloyd", "update_with_empty_clusters"]
+
+LloydOutcome = tuple[torch.Tensor, list[int], list[bool], "tuple[torch.Tensor, torch.Tensor] | None"]
+"""``(centroids (B, K, D), n_iter, converged, assignment)``: ``assignment`` is ``(labels, squared
+distances)`` to the returned centroids when every problem stopped with unchanged float32 labels
+(then no final assignment is needed), else None."""
+
+
+def assign(
+    x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, rows: int,
+    low: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per problem and row: nearest centroid and squared distance, in ``rows``-row chunks.
+
+    ``low``: optional ``(bf16 centred rows, mean, squared norms of the centred rows)`` from
+    :func:`_low_precision_copy`; the matrix product then runs in bfloat16 (GPU option).
+    """
+    b, n, _ = x.shape
+    labels = torch.empty((b, n), dtype=torch.long, device=x.device)
+    dist = torch.empty((b, n), dtype=x.dtype, device=x.device)
+    if low is None:
+        c_sq = c.square().sum(-1)  # (B, K)
+        transposed = c.shape[1] <= TRANSPOSED_MAX_K
+        c_t = c.transpose(1, 2)
+        for s in range(0, n, rows):
+            e = min(s + rows, n)
+            if transposed:  # (B, K, rows): faster for few centroids (see distances.TRANSPOSED_MAX_K)
+                blk = torch.baddbmm(c_sq.unsqueeze(2), c, x[:, s:e].transpose(1, 2), alpha=-2.0)
+                vals, idx = blk.min(dim=1)
+            else:
+                blk = torch.baddbmm(c_sq.unsqueeze(1), x[:, s:e], c_t, alpha=-2.0)
+                vals, idx = blk.min(dim=2)
+            labels[:, s:e] = idx
+            torch.add(vals, x_sq[:, s:e], out=dist[:, s:e])
+    else:
+        mm_x, mu, xc_sq = low
+        cc = c - mu
+        c_sq = cc.square().sum(-1).unsqueeze(1)
+        c_t = cc.to(torch.bfloat16).transpose(1, 2)
+        for s in range(0, n, rows):
+            e = min(s + rows, n)
+            blk = torch.bmm(mm_x[:, s:e], c_t).to(x.dtype).mul_(-2.0).add_(c_sq)
+            vals, idx = blk.min(dim=2)
+            labels[:, s:e] = idx
+            torch.add(vals, xc_sq[:, s:e], out=dist[:, s:e])
+    return labels, dist.clamp_(min=0)
+
+
+def update_with_empty_clusters(
+    xf: torch.Tensor, labels: torch.Tensor, min_dist: torch.Tensor, centers: torch.Tensor, chunk_size: int,
+) -> torch.Tensor:
+    """New centroids of one problem ``(N, D)`` that has empty clusters.
+
+    The empty clusters are re-seeded on the points farthest from their centroid (distinct points,
+    one per empty cluster), which leave the cluster they came from, as scikit-learn does; a donor
+    that lost its only point keeps its previous position.
+    """
+    k = centers.shape[0]
+    counts = torch.bincount(labels, minlength=k)
+    sums = sum_by_label(xf.unsqueeze(0), labels.unsqueeze(0), None, k, rows=chunk_size)[0]
+    empty_ids = (counts == 0).nonzero().flatten()
+    far = torch.topk(min_dist, empty_ids.numel(), largest=True, sorted=True).indices
+    far_x = xf.index_select(0, far)
+    donors = labels.index_select(0, far)
+    sums.index_add_(0, donors, far_x, alpha=-1)
+    counts.index_add_(0, donors, torch.full_like(donors, -1))
+    sums[empty_ids] = far_x
+    counts[empty_ids] = 1
+    new = sums.div_(counts.clamp(min=1).to(xf.dtype).unsqueeze(1))
+    return torch.where((counts > 0).unsqueeze(1), new, centers)
+
+
+def lloyd(
+    xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
+    max_iter: int, tol_abs: list[float], chunk_size: int, precision: str,
+    first_assignment: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> LloydOutcome:
+    """Lloyd iterations from ``centers`` ``(B, K, D)`` for the padded problems ``xf`` ``(B, N, D)``.
+
+    ``mask`` marks the real rows (problem ``b`` owns ``[0, lens[b])``); ``tol_abs`` is each
+    problem's absolute tolerance on the summed squared centroid shift. ``first_assignment``:
+    ``(labels, squared distances)`` of the rows to ``centers`` when the seeding has them (then the
+    first iteration skips its product; used in fp32 only).
+    """
+    b, n_max, _ = xf.shape
+    dev = xf.device
+    rows = max(1, chunk_size // b)
+    out_centers = centers.clone()
+    n_iter, converged = [0] * b, [False] * b
+    active = list(range(b))  # problem ids still iterating, aligned with the working tensors
+    wx, wsq, wmask, wc = xf, x_sq, mask, centers
+    wtol = torch.tensor(tol_abs, dtype=torch.float64)
+    prev_labels: torch.Tensor | None = None
+    out_labels = torch.empty((b, n_max), dtype=torch.long, device=dev)
+    out_dist = xf.new_empty((b, n_max))
+    n_strict = 0  # problems that stopped with unchanged labels (their assignment is final)
+    low = precision == "bf16" and dev.type == "cuda"
+    with matmul_precision(precision, dev):
+        lowp = _low_precision_copy(wx, wmask, lens, active) if low else None
+        for it in range(max_iter):
+            if it == 0 and first_assignment is not None and precision == "fp32":
+                labels, dist = first_assignment
+            else:
+                labels, dist = assign(wx, wsq, wc, rows, lowp)
+            # the sums' row chunks do not depend on the batch size: a problem's means are the same alone and in a batch
+            sums, counts = sum_by_label(wx, labels, wmask, k, rows=chunk_size), count_by_label(labels, wmask, k)
+            new = sums / counts.clamp(min=1).unsqueeze(2).to(wx.dtype)
+            empty = (counts == 0).any(dim=1)
+            for j in empty.nonzero().flatten().tolist():
+                n_j = lens[active[j]]
+                new[j] = update_with_empty_clusters(wx[j, :n_j], labels[j, :n_j], dist[j, :n_j], wc[j], chunk_size)
+            shift = torch.linalg.vector_norm(new - wc, dim=(1, 2)).double().square_().cpu()
+            same = torch.zeros(len(active), dtype=torch.bool)
+            if prev_labels is not None:
+                same = ((labels == prev_labels) | ~wmask).all(dim=1).cpu() & ~empty.cpu()
+            done = same | (shift <= wtol)
+            wc = torch.where(same.to(dev).view(-1, 1, 1), wc, new)  # same labels: same means
+            for pid in active:
+                n_iter[pid] = it + 1
+            finished = done.nonzero().flatten().tolist()
+            for j in finished:
+                out_centers[active[j]] = wc[j]
+                converged[active[j]] = True
+                if bool(same[j]):
+                    out_labels[active[j]], out_dist[active[j]] = labels[j], dist[j]
+                    n_strict += 1
+            if finished:
+                keep = (~done).nonzero().flatten()
+                if keep.numel() == 0:
+                    active = []
+                    break
+                kd = keep.to(dev)
+                active = [active[j] for j in keep.tolist()]
+                wx, wsq, wmask, wc = wx[kd], wsq[kd], wmask[kd], wc[kd]
+                labels, wtol = labels[kd], wtol[keep]
+                rows = max(1, chunk_size // len(active))
+                if lowp is not None:
+                    lowp = _low_precision_copy(wx, wmask, lens, active)
+            prev_labels = labels
+        for j, pid in enumerate(active):  # max_iter reached
+            out_centers[pid] = wc[j]
+    exact = precision == "fp32" or dev.type != "cuda"  # tf32 / bf16 labels are recomputed in float32
+    return out_centers, n_iter, converged, ((out_labels, out_dist) if n_strict == b and exact else None)
+
+
+def _low_precision_copy(
+    wx: torch.Tensor, wmask: torch.Tensor, lens: list[int], active: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """bf16 copy of the centred rows, their mean and squared norms.
+
+    Distances do not change under a shift; centring keeps the dot products small relative to
+    the distances, which is what bfloat16's 8-bit mantissa needs.
+    """
+    n_real = torch.tensor([lens[p] for p in active], device=wx.device, dtype=wx.dtype)
+    mu = wx.sum(1, keepdim=True) / n_real.view(-1, 1, 1)  # (B, 1, D), padded rows are zero
+    xc = (wx - mu) * wmask.unsqueeze(2).to(wx.dtype)
+    return xc.to(torch.bfloat16), mu, xc.square().sum(-1)
