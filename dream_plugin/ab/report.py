@@ -81,12 +81,10 @@ def format_paired(paired: list[dict[str, Any]], its: list[int]) -> str:
 
 def save_curves(results: dict[str, Any], path: Path) -> None:
     """Accuracy vs iteration per arm (mean with a ±std band), random's final mean as a dashed line."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.subplots()
     for arm, a in results["arms"].items():
         xs = [p["iteration"] for p in a["curve"]]
         mean = [100 * p["mean"] for p in a["curve"]]
@@ -106,7 +104,6 @@ def save_curves(results: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def save_grids(synthetic: dict[str, torch.Tensor | None], data: ImageDataset, ipc: int, out_dir: Path) -> dict[str, str]:

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import random
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +29,8 @@ from ..selector import Selector, derive_seed
 from .config import AbConfig, ConfigError
 from ..mosaic import mosaic
 from .evaluate import accuracy, evaluate_synset
-from .paired import paired_report
+from .aggregate import _share, _speedup, aggregate  # noqa: F401 - _speedup re-exported
+from .environment import _loadavg, environment
 from .loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
 
 OBSERVER_NAME = "dream_plugin.ab.observer"
@@ -91,12 +89,6 @@ class RunResult:
             "loss_last": self.losses[-1] if self.losses else None,
             "matching_network": self.live,
         }
-
-
-def _share(part: float, whole: float) -> float:
-    if whole <= 0:
-        return 0.0
-    return float(min(1.0, max(0.0, part / whole)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -261,123 +253,6 @@ def _device_tensors(data: ImageDataset, device: torch.device) -> dict[str, Any]:
         "test_x": data.test_images.to(device),
         "test_y": data.test_labels.to(device),
     }
-
-
-# ---------------------------------------------------------------------------------- aggregation
-def aggregate(cfg: AbConfig, runs: list[RunResult]) -> dict[str, Any]:
-    """Per arm: curves (mean/std over nets and seeds), final accuracy, speed-up vs random, times."""
-    its = cfg.eval_iterations
-    arms: dict[str, Any] = {}
-    for arm in cfg.arms:
-        mine = [r for r in runs if r.arm == arm]
-        curve = []
-        for i, it in enumerate(its):
-            accs = [a for r in mine for a in r.curve[i]["accs"]]
-            per_seed = [float(np.mean(r.curve[i]["accs"])) for r in mine]
-            curve.append({"iteration": it, "mean": float(np.mean(accs)), "std": float(np.std(accs)),
-                          "n": len(accs), "per_seed_mean": per_seed})
-        wall = [r.wall_seconds for r in mine]
-        dist = [r.distill_seconds for r in mine]
-        sel = [r.select_seconds for r in mine]
-        samp = [r.sample_seconds for r in mine]
-        settings = cfg.arm_settings(arm, cfg.seed).to_dict()
-        settings.pop("seed", None)
-        arms[arm] = {
-            "strategy": settings["strategy"],
-            "init_strategy": settings["init"]["strategy"],
-            "selector_settings": settings,
-            "curve": curve,
-            "final": {"iteration": its[-1], "mean": curve[-1]["mean"], "std": curve[-1]["std"]},
-            "wall_seconds": float(np.mean(wall)),
-            "distill_seconds": float(np.mean(dist)),
-            "eval_seconds": float(np.mean([r.eval_seconds for r in mine])),
-            "select_seconds": float(np.mean(sel)),
-            "sample_seconds": float(np.mean(samp)),
-            "select_share": _share(sum(sel), sum(dist)),
-            "sample_share": _share(sum(samp), sum(dist)),
-            "selections": int(np.mean([r.selections for r in mine])),
-            "reclusterings": int(np.mean([r.reclusterings for r in mine])),
-            "runs": [r.as_dict() for r in mine],
-        }
-    reference = "random" if "random" in arms else None
-    target = arms[reference]["final"]["mean"] if reference else None
-    for arm, a in arms.items():
-        a.update(_speedup(a["curve"], target, its[-1]))
-        if arm == reference:  # its own final mean is the target: a ratio would only measure its noise
-            a["speedup"] = None
-            a["speedup_note"] = f"reference arm (its final mean {target:.4f} is the target); " + a["speedup_note"]
-    return {"eval_iterations": its, "reference_arm": reference, "target_accuracy": target, "arms": arms,
-            "paired": paired_report(runs, cfg.arms, its)}
-
-
-def _speedup(curve: list[dict[str, Any]], target: float | None, budget: int) -> dict[str, Any]:
-    if target is None:
-        return {"reach_iteration": None, "speedup": None, "speedup_note": "no random arm to compare with"}
-    for point in curve:
-        if point["mean"] >= target - 1e-12:
-            it = point["iteration"]
-            if it == 0:
-                return {"reach_iteration": 0, "speedup": None,
-                        "speedup_note": "reaches random's final accuracy already at iteration 0 (initialisation)"}
-            return {"reach_iteration": it, "speedup": budget / it,
-                    "speedup_note": f"reaches random's final mean {target:.4f} at iteration {it}; {budget}/{it}"}
-    return {"reach_iteration": None, "speedup": None,
-            "speedup_note": f"does not reach random's final mean {target:.4f} within {budget} iterations"}
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    import torchvision
-
-    from .. import __version__
-
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        affinity = os.cpu_count()
-    env: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "dream_plugin": __version__,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "torch_threads": torch.get_num_threads(),
-        "git_commit": _git_commit(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "load_average_at_start": _loadavg(),
-    }
-    return env
-
-
-def _loadavg() -> list[float] | None:
-    """1/5/15-minute load averages (other processes on the machine slow every arm alike)."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):  # pragma: no cover - not on Unix
-        return None
-
-
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    commit = out.stdout.strip()
-    try:
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
-        if dirty.returncode == 0 and dirty.stdout.strip():
-            commit += "-dirty"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return commit
 
 
 def _worker(cfg: AbConfig, arm: str, seed: int, adapter_class: type | None) -> RunResult:
