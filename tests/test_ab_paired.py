@@ -71,3 +71,13 @@ def test_reach_and_half_budget_rules():
     assert half_budget_point([0, 25, 50, 75, 100]) == 50
     assert half_budget_point([0, 3, 7, 15, 30]) == 15
     assert half_budget_point([0, 10]) == 0
+
+
+def test_half_budget_test_flags_a_declining_reference():
+    """Beating a reference whose accuracy falls after half the budget is not reaching it faster."""
+    its = [0, 5, 10]
+    per_seed = {"dream": {s: [0.9, 0.88 + d, 0.85] for s, d in enumerate((0.0, 0.01, 0.02))},
+                "init-only": {s: [0.9, 0.87, 0.80 + d] for s, d in enumerate((0.0, 0.005, 0.01))}}
+    h = compare_pair("dream", "init-only", per_seed, its)["half_budget"]
+    assert h["low"] > 0 and h["reference_declines"]
+    assert h["verdict"] == "above zero, but the reference declines: not a speed-up"

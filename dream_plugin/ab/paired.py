@@ -104,6 +104,10 @@ def compare_pair(
     h = list(iterations).index(half)
     half_diff = t[:, h] - r[:, -1]
     half_ci = t_interval(half_diff)
+    declines = bool(r[:, -1].mean() < r[:, h].mean())
+    half_verdict = verdict(half_ci)
+    if declines and half_verdict == "above zero":
+        half_verdict = "above zero, but the reference declines: not a speed-up"
     reach = []
     for k, s in enumerate(seeds):
         target = float(r[k, -1])
@@ -127,7 +131,8 @@ def compare_pair(
             "of": int(iterations[-1]),
             "per_seed": half_diff.tolist(),
             **half_ci,
-            "verdict": verdict(half_ci),
+            "verdict": half_verdict,
+            "reference_declines": declines,
             "note": f"treatment at iteration {half} minus reference at iteration {iterations[-1]}; above zero "
                     "means the treatment reaches the reference's final accuracy in at most half the iterations",
         },
