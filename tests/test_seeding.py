@@ -13,6 +13,7 @@ from dream_plugin.clustering.seeding import (
     check_seeding,
     greedy_kmeans_plusplus,
     n_trials_for,
+    small_pool,
 )
 
 
@@ -81,6 +82,11 @@ def test_per_class_and_batched_picks_are_identical_across_the_old_threshold(n_ma
         # the centroids agree to rounding (the padded mean is summed over more rows) and the picks exactly
         assert torch.allclose(res.centroids[i], alone.centroids, rtol=1e-5, atol=1e-5)
         assert torch.equal(nearest_unique(xs[i], res.centroids[i])[0], nearest_unique(xs[i], alone.centroids)[0])
+
+
+def test_small_pools_are_judged_by_their_own_size_only():
+    assert small_pool(400, 128) and small_pool(400, 64) and not small_pool(400, 10)
+    assert not small_pool(5000, 128) and not small_pool(10_000, 100_000)  # capped by GRAM_MAX_ROWS
 
 
 def test_unknown_method_is_refused_with_the_allowed_values():
@@ -292,10 +298,11 @@ def test_blocked_seeding_hands_lloyd_the_same_first_assignment_as_the_assignment
     from dream_plugin.clustering import nearest_centroid
     from dream_plugin.clustering.seeding import blocked_seeds_and_assignment
 
-    base = torch.randn(150, 16, generator=gen(3)) + 4 * torch.randint(0, 5, (150, 1), generator=gen(4))
+    base = torch.randn(400, 16, generator=gen(3)) + 4 * torch.randint(0, 5, (400, 1), generator=gen(4))
     x = torch.cat([base, base[:40]])  # duplicated rows: ties must go to the earlier seed
     x = x - x.mean(0)
     k = 25
+    assert not small_pool(x.shape[0], k)  # the blocked proposals, not the small-pool path
     idx, labels, dist = blocked_seeds_and_assignment(x, row_sq_norms(x), k, gen(9), n_trials_for(k, n_local_trials))
     ref_labels, ref_dist = nearest_centroid(x, x[idx])
     assert torch.equal(labels, ref_labels)
