@@ -351,3 +351,30 @@ def test_kmeans_batched_may_centre_a_scratch_copy_in_place_with_the_same_result(
     # real rows are untouched (padded rows may be zeroed in place)
     real = torch.arange(xb.shape[1]).unsqueeze(0) < lens.unsqueeze(1)
     assert torch.equal(scratch[real], xb[real]) == (shift == 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_gram_distances_of_small_pools_give_the_direct_loop_s_clustering(seed, one_thread):
+    # a small pool iterates on X X^T; 'tf32' (fp32 arithmetic on the CPU) keeps the direct products
+    x = torch.randn(200, 48, generator=gen(seed)) + 2 * torch.randint(0, 6, (200, 1), generator=gen(seed + 9))
+    k = 24
+    assert small_pool(x.shape[0], k)
+    c0 = x[torch.randperm(200, generator=gen(seed))[:k]].clone()
+    gram_run = kmeans(x, k, init=c0, max_iter=50)
+    direct_run = kmeans(x, k, init=c0, max_iter=50, precision="tf32")
+    assert torch.equal(gram_run.labels, direct_run.labels)
+    assert gram_run.n_iter == direct_run.n_iter
+    assert gram_run.inertia == pytest.approx(direct_run.inertia, rel=1e-5)
+    assert torch.allclose(gram_run.centroids, direct_run.centroids, atol=1e-4)
+
+
+def test_gram_distances_handle_empty_clusters_like_the_direct_loop(one_thread):
+    x = torch.randn(150, 32, generator=gen(4)) + 3 * torch.randint(0, 5, (150, 1), generator=gen(5))
+    k = 30
+    c0 = x[:k].clone()
+    c0[1::2] = c0[::2]  # every odd centroid duplicates its neighbour: those clusters start empty
+    gram_run = kmeans(x, k, init=c0, max_iter=50)
+    direct_run = kmeans(x, k, init=c0, max_iter=50, precision="tf32")
+    assert torch.equal(gram_run.labels, direct_run.labels)
+    assert gram_run.labels.unique().numel() == k
+    assert gram_run.inertia == pytest.approx(direct_run.inertia, rel=1e-5)
