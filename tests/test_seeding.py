@@ -13,6 +13,7 @@ from dream_plugin.clustering.seeding import (
     check_seeding,
     greedy_kmeans_plusplus,
     n_trials_for,
+    small_pool,
 )
 
 
@@ -81,6 +82,11 @@ def test_per_class_and_batched_picks_are_identical_across_the_old_threshold(n_ma
         # the centroids agree to rounding (the padded mean is summed over more rows) and the picks exactly
         assert torch.allclose(res.centroids[i], alone.centroids, rtol=1e-5, atol=1e-5)
         assert torch.equal(nearest_unique(xs[i], res.centroids[i])[0], nearest_unique(xs[i], alone.centroids)[0])
+
+
+def test_small_pools_are_judged_by_their_own_size_only():
+    assert small_pool(400, 128) and small_pool(400, 64) and not small_pool(400, 10)
+    assert not small_pool(5000, 128) and not small_pool(10_000, 100_000)  # capped by GRAM_MAX_ROWS
 
 
 def test_unknown_method_is_refused_with_the_allowed_values():
@@ -292,10 +298,11 @@ def test_blocked_seeding_hands_lloyd_the_same_first_assignment_as_the_assignment
     from dream_plugin.clustering import nearest_centroid
     from dream_plugin.clustering.seeding import blocked_seeds_and_assignment
 
-    base = torch.randn(150, 16, generator=gen(3)) + 4 * torch.randint(0, 5, (150, 1), generator=gen(4))
+    base = torch.randn(400, 16, generator=gen(3)) + 4 * torch.randint(0, 5, (400, 1), generator=gen(4))
     x = torch.cat([base, base[:40]])  # duplicated rows: ties must go to the earlier seed
     x = x - x.mean(0)
     k = 25
+    assert not small_pool(x.shape[0], k)  # the blocked proposals, not the small-pool path
     idx, labels, dist = blocked_seeds_and_assignment(x, row_sq_norms(x), k, gen(9), n_trials_for(k, n_local_trials))
     ref_labels, ref_dist = nearest_centroid(x, x[idx])
     assert torch.equal(labels, ref_labels)
@@ -344,3 +351,30 @@ def test_kmeans_batched_may_centre_a_scratch_copy_in_place_with_the_same_result(
     # real rows are untouched (padded rows may be zeroed in place)
     real = torch.arange(xb.shape[1]).unsqueeze(0) < lens.unsqueeze(1)
     assert torch.equal(scratch[real], xb[real]) == (shift == 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_gram_distances_of_small_pools_give_the_direct_loop_s_clustering(seed, one_thread):
+    # a small pool iterates on X X^T; 'tf32' (fp32 arithmetic on the CPU) keeps the direct products
+    x = torch.randn(200, 48, generator=gen(seed)) + 2 * torch.randint(0, 6, (200, 1), generator=gen(seed + 9))
+    k = 24
+    assert small_pool(x.shape[0], k)
+    c0 = x[torch.randperm(200, generator=gen(seed))[:k]].clone()
+    gram_run = kmeans(x, k, init=c0, max_iter=50)
+    direct_run = kmeans(x, k, init=c0, max_iter=50, precision="tf32")
+    assert torch.equal(gram_run.labels, direct_run.labels)
+    assert gram_run.n_iter == direct_run.n_iter
+    assert gram_run.inertia == pytest.approx(direct_run.inertia, rel=1e-5)
+    assert torch.allclose(gram_run.centroids, direct_run.centroids, atol=1e-4)
+
+
+def test_gram_distances_handle_empty_clusters_like_the_direct_loop(one_thread):
+    x = torch.randn(150, 32, generator=gen(4)) + 3 * torch.randint(0, 5, (150, 1), generator=gen(5))
+    k = 30
+    c0 = x[:k].clone()
+    c0[1::2] = c0[::2]  # every odd centroid duplicates its neighbour: those clusters start empty
+    gram_run = kmeans(x, k, init=c0, max_iter=50)
+    direct_run = kmeans(x, k, init=c0, max_iter=50, precision="tf32")
+    assert torch.equal(gram_run.labels, direct_run.labels)
+    assert gram_run.labels.unique().numel() == k
+    assert gram_run.inertia == pytest.approx(direct_run.inertia, rel=1e-5)

@@ -228,7 +228,7 @@ def run_kmeans(
     always starts from our seeded initialisation (its own uses the global
     RNG); faiss gets our k-means++ centroids for ``'k-means++'`` (older faiss
     has none) and uses its own seeded sampling for ``'random'``. ``seeding`` (torch only;
-    None is the engine's default, ``'direct'``), ``precision`` and ``n_local_trials`` are
+    None is the engine's default, ``'blocked'``), ``precision`` and ``n_local_trials`` are
     options of the torch engine.
     """
     backend = _check_backend(backend)

@@ -26,7 +26,7 @@ import torch
 from .centring import centre_far_problems
 from .distances import check_chunk_size, compute_dtype
 from .lloyd import assign, lloyd
-from .seeding import DEFAULT_SEEDING, blocked_seeds, check_n_local_trials, check_seeding, initial_centres
+from .seeding import DEFAULT_SEEDING, blocked_seeds, check_n_local_trials, check_seeding, initial_centres, small_pool
 from .validation import KMeansResult, as_int, make_generator, validate_precision
 
 __all__ = ["BatchedKMeansResult", "kmeans_batched", "pad_problems"]
@@ -153,12 +153,13 @@ def _prepare_rows(
 def _start(
     init: str | torch.Tensor, xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int,
     gens: list[torch.Generator], mu: torch.Tensor | None, method: str, n_local_trials: int | None,
+    grams: dict[int, torch.Tensor],
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """The starting centroids ``(B, K, D)`` in the (possibly centred) frame of ``xf``, and the
     rows' assignment to them when the seeding computed it anyway (``'blocked'``), else None."""
     b, _, d = xf.shape
     if isinstance(init, str) and init == "k-means++" and method == "blocked":
-        idx, labels, dist = blocked_seeds(xf, x_sq, lens, k, gens, n_local_trials)
+        idx, labels, dist = blocked_seeds(xf, x_sq, lens, k, gens, n_local_trials, grams)
         return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, d)), (labels, dist)
     if not isinstance(init, torch.Tensor):
         return initial_centres(xf, x_sq, lens, k, gens, init, method, n_local_trials), None
@@ -221,9 +222,11 @@ def kmeans_batched(
     x = x.detach()
     xf, x_sq, mask, mu, mean_var, _ = _prepare_rows(x, lens, overwrite_x)
     tol_abs = (tol * mean_var).tolist()  # per problem: the mean feature variance over its real rows
-    centers, first = _start(init, xf, x_sq, lens, k, gens, mu, method, n_local_trials)
-    out_centers, n_iter, converged, assigned = lloyd(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size,
-                                                     precision, first_assignment=first)
+    small = [b for b, n in enumerate(lens) if small_pool(n, k)] if precision == "fp32" else []
+    grams = _grams(xf, lens, small)
+    centers, first = _start(init, xf, x_sq, lens, k, gens, mu, method, n_local_trials, grams)
+    out_centers, n_iter, converged, assigned = _fit(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size,
+                                                    precision, first, small, grams)
     if assigned is not None:  # every problem stopped with unchanged labels: the last assignment is final
         labels, dist = assigned
     else:  # final assignment in full precision: labels / inertia are those of the returned centroids
@@ -238,3 +241,48 @@ def kmeans_batched(
         converged=converged,
         lengths=lens,
     )
+
+
+def _grams(xf: torch.Tensor, lens: list[int], small: list[int]) -> dict[int, torch.Tensor]:
+    """``X X^T`` of the small problems (:func:`~.seeding.small_pool`), each ``(N_g, N_g)`` with ``N_g``
+    the largest of them (their padded rows are zero)."""
+    if not small:
+        return {}
+    n_g = max(lens[b] for b in small)
+    sub = xf[small, :n_g] if len(small) < xf.shape[0] or n_g < xf.shape[1] else xf
+    g = torch.bmm(sub, sub.transpose(1, 2))
+    return {b: g[j] for j, b in enumerate(small)}
+
+
+def _fit(
+    xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
+    max_iter: int, tol_abs: list[float], chunk_size: int, precision: str,
+    first: tuple[torch.Tensor, torch.Tensor] | None, small: list[int], grams: dict[int, torch.Tensor],
+):
+    """The Lloyd loop for every problem: the small ones on their Gram matrices, the others by
+    products; each problem gets the same treatment alone and in a batch."""
+    b = xf.shape[0]
+    groups = [(small, True), ([i for i in range(b) if i not in set(small)], False)]
+    groups = [(ids, use_gram) for ids, use_gram in groups if ids]
+    if len(groups) == 1 and not groups[0][1]:
+        return lloyd(xf, x_sq, mask, lens, centers, k, max_iter, tol_abs, chunk_size, precision, first_assignment=first)
+    out_centers = centers.clone()
+    n_iter, converged = [0] * b, [False] * b
+    labels = torch.empty(mask.shape, dtype=torch.long, device=xf.device)
+    dist = xf.new_empty(mask.shape)
+    all_assigned = True
+    for ids, use_gram in groups:
+        n_g = max(lens[i] for i in ids)
+        sel = torch.tensor(ids, device=xf.device)
+        sub_first = None if first is None else (first[0][sel, :n_g], first[1][sel, :n_g])
+        gram = torch.stack([grams[i][:n_g, :n_g] for i in ids]) if use_gram else None
+        res = lloyd(xf[sel, :n_g], x_sq[sel, :n_g], mask[sel, :n_g], [lens[i] for i in ids], centers[sel], k,
+                    max_iter, [tol_abs[i] for i in ids], chunk_size, precision, first_assignment=sub_first, gram=gram)
+        for j, i in enumerate(ids):
+            out_centers[i], n_iter[i], converged[i] = res[0][j], res[1][j], res[2][j]
+        if res[3] is None:
+            all_assigned = False
+        else:
+            labels[sel, :n_g], dist[sel, :n_g] = res[3]
+            labels[sel, n_g:], dist[sel, n_g:] = 0, 0
+    return out_centers, n_iter, converged, ((labels, dist) if all_assigned else None)

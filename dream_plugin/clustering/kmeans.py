@@ -50,9 +50,10 @@ def kmeans(
       on x's device (warm start).
     * ``precision``: ``'fp32'`` (default), or on CUDA ``'tf32'`` / ``'bf16'`` matrix products
       (see :data:`PRECISIONS`); the final labels and inertia are always float32.
-    * ``seeding``: how k-means++ gets its distances (:mod:`.seeding`): ``'direct'`` (default, on
-      every device and batch size), ``'pairwise'`` (Gram matrix; small pools) or ``'blocked'``
-      (large pools on the CPU). An explicit choice: nothing switches it behind the caller's back.
+    * ``seeding``: how k-means++ gets its distances (:mod:`.seeding`): ``'blocked'`` (default, on
+      every device and batch size; small pools are seeded from their Gram matrix, see
+      :func:`~.seeding.small_pool`), ``'pairwise'`` or ``'direct'`` (no host synchronisation: for
+      accelerators). An explicit choice: nothing switches it by device or batch size.
     * ``n_local_trials``: k-means++ candidates per step; None (default) is scikit-learn's greedy
       ``2 + floor(ln K)``, 1 is classic k-means++ (less seeding work, more inertia: see
       docs/benchmarks.md, "Seeding").

@@ -89,43 +89,101 @@ def update_with_empty_clusters(
     return torch.where((counts > 0).unsqueeze(1), new, centers)
 
 
+class _Direct:
+    """Distances as products ``X C^T`` (row chunks), or in bfloat16 on centred rows (GPU option)."""
+
+    def __init__(self, xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int],
+                 chunk_size: int, low: bool) -> None:
+        self.xf, self.x_sq, self.mask, self.lens, self.chunk_size, self.low = xf, x_sq, mask, lens, chunk_size, low
+        self.lowp = _low_precision_copy(xf, mask, lens, list(range(xf.shape[0]))) if low else None
+
+    def assign(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return assign(self.xf, self.x_sq, c, max(1, self.chunk_size // self.xf.shape[0]), self.lowp)
+
+    def moved(self, c: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, fresh: torch.Tensor,
+              recompute: list[int]) -> None:
+        """The centroids are now ``c``: nothing to carry over for products."""
+
+    def select(self, kd: torch.Tensor, active: list[int]) -> None:
+        self.xf, self.x_sq, self.mask = self.xf[kd], self.x_sq[kd], self.mask[kd]
+        if self.lowp is not None:
+            self.lowp = _low_precision_copy(self.xf, self.mask, self.lens, active)
+
+
+class _Gram:
+    """Distances from the Gram matrix ``G = X X^T``, for pools small next to their feature size.
+
+    Every centroid is a mean of rows, so ``x_i . c_k`` is a mean of entries of ``G`` over the
+    cluster: one ``index_add`` of ``G``'s rows by label (``N^2`` additions) replaces the
+    ``N x D x K`` product. Problems whose centroids are not plain means (an empty cluster's donor
+    kept its old position) get their dot products by one direct product instead.
+    """
+
+    def __init__(self, xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, gram: torch.Tensor,
+                 c: torch.Tensor) -> None:
+        self.xf, self.x_sq, self.mask, self.gram = xf, x_sq, mask, gram
+        self.padded = not bool(mask.all())
+        self.dots = torch.bmm(xf, c.transpose(1, 2))  # (B, N, K) for the starting centroids
+        self.c_sq = c.square().sum(-1)
+
+    def assign(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = (self.x_sq.unsqueeze(2) + self.c_sq.unsqueeze(1)).add_(self.dots, alpha=-2.0)
+        dist, labels = d.min(dim=2)
+        return labels, dist.clamp_(min=0)
+
+    def moved(self, c: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, fresh: torch.Tensor,
+              recompute: list[int]) -> None:
+        """The centroids are now ``c``: means of ``labels``' clusters where ``fresh``, else unchanged."""
+        if bool(fresh.any()):
+            k = counts.shape[1]
+            sums = sum_by_label(self.gram, labels, self.mask if self.padded else None, k)  # (B, K, N)
+            new = (sums / counts.clamp(min=1).unsqueeze(2).to(sums.dtype)).transpose(1, 2)
+            self.dots = torch.where(fresh.to(new.device).view(-1, 1, 1), new, self.dots)
+        for j in recompute:
+            self.dots[j] = self.xf[j] @ c[j].t()
+        self.c_sq = c.square().sum(-1)
+
+    def select(self, kd: torch.Tensor, active: list[int]) -> None:
+        self.xf, self.x_sq, self.mask, self.gram = self.xf[kd], self.x_sq[kd], self.mask[kd], self.gram[kd]
+        self.dots, self.c_sq = self.dots[kd], self.c_sq[kd]
+
+
 def lloyd(
     xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
     max_iter: int, tol_abs: list[float], chunk_size: int, precision: str,
-    first_assignment: tuple[torch.Tensor, torch.Tensor] | None = None,
+    first_assignment: tuple[torch.Tensor, torch.Tensor] | None = None, gram: torch.Tensor | None = None,
 ) -> LloydOutcome:
     """Lloyd iterations from ``centers`` ``(B, K, D)`` for the padded problems ``xf`` ``(B, N, D)``.
 
     ``mask`` marks the real rows (problem ``b`` owns ``[0, lens[b])``); ``tol_abs`` is each
     problem's absolute tolerance on the summed squared centroid shift. ``first_assignment``:
     ``(labels, squared distances)`` of the rows to ``centers`` when the seeding has them (then the
-    first iteration skips its product; used in fp32 only).
+    first iteration skips its product; fp32 only). ``gram``: the problems' ``X X^T`` ``(B, N, N)``
+    to take the distances from (fp32 only; see :class:`_Gram`), else products.
     """
     b, n_max, _ = xf.shape
     dev = xf.device
-    rows = max(1, chunk_size // b)
     out_centers = centers.clone()
     n_iter, converged = [0] * b, [False] * b
     active = list(range(b))  # problem ids still iterating, aligned with the working tensors
-    wx, wsq, wmask, wc = xf, x_sq, mask, centers
+    wx, wmask, wc = xf, mask, centers
     wtol = torch.tensor(tol_abs, dtype=torch.float64)
     prev_labels: torch.Tensor | None = None
     out_labels = torch.empty((b, n_max), dtype=torch.long, device=dev)
     out_dist = xf.new_empty((b, n_max))
     n_strict = 0  # problems that stopped with unchanged labels (their assignment is final)
-    low = precision == "bf16" and dev.type == "cuda"
+    fp32 = precision == "fp32"
     with matmul_precision(precision, dev):
-        lowp = _low_precision_copy(wx, wmask, lens, active) if low else None
+        dists = _Gram(xf, x_sq, mask, gram, centers) if gram is not None and fp32 else \
+            _Direct(xf, x_sq, mask, lens, chunk_size, precision == "bf16" and dev.type == "cuda")
         for it in range(max_iter):
-            if it == 0 and first_assignment is not None and precision == "fp32":
-                labels, dist = first_assignment
-            else:
-                labels, dist = assign(wx, wsq, wc, rows, lowp)
+            labels, dist = first_assignment if it == 0 and first_assignment is not None and fp32 else dists.assign(wc)
             # the sums' row chunks do not depend on the batch size: a problem's means are the same alone and in a batch
             sums, counts = sum_by_label(wx, labels, wmask, k, rows=chunk_size), count_by_label(labels, wmask, k)
             new = sums / counts.clamp(min=1).unsqueeze(2).to(wx.dtype)
             empty = (counts == 0).any(dim=1)
-            for j in empty.nonzero().flatten().tolist():
+            recompute = empty.nonzero().flatten().tolist()
+            for j in recompute:
                 n_j = lens[active[j]]
                 new[j] = update_with_empty_clusters(wx[j, :n_j], labels[j, :n_j], dist[j, :n_j], wc[j], chunk_size)
             shift = torch.linalg.vector_norm(new - wc, dim=(1, 2)).double().square_().cpu()
@@ -134,6 +192,7 @@ def lloyd(
                 same = ((labels == prev_labels) | ~wmask).all(dim=1).cpu() & ~empty.cpu()
             done = same | (shift <= wtol)
             wc = torch.where(same.to(dev).view(-1, 1, 1), wc, new)  # same labels: same means
+            dists.moved(wc, labels, counts, ~same & ~empty.cpu(), recompute)
             for pid in active:
                 n_iter[pid] = it + 1
             finished = done.nonzero().flatten().tolist()
@@ -150,15 +209,13 @@ def lloyd(
                     break
                 kd = keep.to(dev)
                 active = [active[j] for j in keep.tolist()]
-                wx, wsq, wmask, wc = wx[kd], wsq[kd], wmask[kd], wc[kd]
+                wx, wmask, wc = wx[kd], wmask[kd], wc[kd]
                 labels, wtol = labels[kd], wtol[keep]
-                rows = max(1, chunk_size // len(active))
-                if lowp is not None:
-                    lowp = _low_precision_copy(wx, wmask, lens, active)
+                dists.select(kd, active)
             prev_labels = labels
         for j, pid in enumerate(active):  # max_iter reached
             out_centers[pid] = wc[j]
-    exact = precision == "fp32" or dev.type != "cuda"  # tf32 / bf16 labels are recomputed in float32
+    exact = fp32 or dev.type != "cuda"  # tf32 / bf16 labels are recomputed in float32
     return out_centers, n_iter, converged, ((out_labels, out_dist) if n_strict == b and exact else None)
 
 

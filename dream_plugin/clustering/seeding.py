@@ -16,9 +16,10 @@ squared distances from every point to its candidates. Three ways to get them:
   candidates from that block by rejection sampling: a proposal drawn with the older weight
   ``w_ref`` is accepted with probability ``w_now / w_ref`` (weights only shrink as centres are
   added), so accepted candidates follow exactly the current k-means++ distribution. The product
-  runs near peak speed instead of re-reading ``x`` every step; small pools take all their rows
-  from one ``N x N`` product (:data:`GRAM_MAX_ROWS`). Each problem is seeded on its own rows, so a
-  problem's seeds are the same alone and in a batch.
+  runs near peak speed instead of re-reading ``x`` every step. A pool so small that its blocks
+  would cover it several times over (:func:`small_pool`) is seeded the ``'pairwise'`` way
+  instead. Each problem is seeded on its own rows, and that rule looks at the problem's own size
+  only, so a problem's seeds are the same alone and in a batch.
 
 ``'direct'`` and ``'pairwise'`` make the same choices for the same generator state, up to
 floating-point rounding; ``'blocked'`` draws from the same distribution with a different use of
@@ -38,7 +39,7 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
-    "BLOCK", "DEFAULT_SEEDING", "GRAM_MAX_ROWS", "SEEDING_METHODS", "blocked_seeds", "blocked_seeds_and_assignment", "check_n_local_trials",
+    "BLOCK", "DEFAULT_SEEDING", "GRAM_MAX_ROWS", "SEEDING_METHODS", "blocked_seeds", "blocked_seeds_and_assignment", "small_pool", "check_n_local_trials",
     "check_seeding", "gram_matrix", "greedy_kmeans_plusplus", "initial_centres", "kmeans_plusplus", "n_trials_for",
     "sampled_size",
 ]
@@ -54,10 +55,20 @@ DEFAULT_SEEDING = "blocked"
 #: Most candidates ``'blocked'`` proposes at once (fewer when fewer steps remain).
 BLOCK = 128
 
-#: ``'blocked'`` takes its distance rows from one ``N x N`` product when the pool has at most
-#: ``min(K * L, GRAM_MAX_ROWS)`` rows (``L`` candidates per step): then the candidates would
-#: cover the pool anyway. The matrix stays under 64 MiB of float32.
+#: Largest pool :func:`small_pool` can call small (its ``N x N`` matrix: 64 MiB of float32).
 GRAM_MAX_ROWS = 4096
+
+
+def small_pool(n: int, k: int) -> bool:
+    """Whether a problem of ``n`` rows and ``k`` clusters is small enough for the Gram matrix.
+
+    True when ``n < 3 (K - 1) (2 + ln K)`` (the greedy seeding's work in rows, weighted by the
+    lower speed of its skinny products) and ``n <= GRAM_MAX_ROWS``. Then ``'blocked'`` seeds the
+    ``'pairwise'`` way (its blocks would cover the pool several times over) and the Lloyd loop
+    takes its distances from ``X X^T``. The rule reads the problem's own size only, never the
+    device or the batch, so a problem is clustered the same way alone and in a batch.
+    """
+    return n <= GRAM_MAX_ROWS and n < 3 * (k - 1) * n_trials_for(k)
 
 def check_n_local_trials(n_local_trials: object) -> int | None:
     """Validate ``n_local_trials``: None (the default rule) or an integer >= 1."""
@@ -168,13 +179,13 @@ def greedy_kmeans_plusplus(
 
 def blocked_seeds(
     xf: torch.Tensor, x_sq: torch.Tensor, lens: Sequence[int], k: int, gens: Sequence[torch.Generator],
-    n_local_trials: int | None = None,
+    n_local_trials: int | None = None, grams: dict[int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``'blocked'`` seeds of each padded problem, one problem at a time on its own rows.
 
     Returns ``(seed rows (B, K), labels (B, N), squared distances (B, N))``: every real row's nearest
     seed and its distance (padded rows: label 0, distance 0), which the Lloyd loop can take as its
-    first assignment.
+    first assignment. ``grams``: problem -> its ``X X^T`` where the caller has it (small pools).
     """
     b, n, _ = xf.shape
     n_trials = n_trials_for(k, n_local_trials)
@@ -182,7 +193,25 @@ def blocked_seeds(
     labels = torch.zeros((b, n), dtype=torch.long, device=xf.device)
     dist = xf.new_zeros((b, n))
     for i, (m, g) in enumerate(zip(lens, gens)):
-        idx[i], labels[i, :m], dist[i, :m] = blocked_seeds_and_assignment(xf[i, :m], x_sq[i, :m], k, g, n_trials)
+        x, sq = xf[i, :m], x_sq[i, :m]
+        if small_pool(m, k):
+            gram = grams[i][:m, :m] if grams is not None and i in grams else x @ x.t()
+            idx[i], labels[i, :m], dist[i, :m] = _small_pool_seeds(x, sq, gram, k, g, n_local_trials)
+        else:
+            idx[i], labels[i, :m], dist[i, :m] = blocked_seeds_and_assignment(x, sq, k, g, n_trials)
+    return idx, labels, dist
+
+
+def _small_pool_seeds(
+    x: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor, k: int, gen: torch.Generator, n_local_trials: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``'blocked'`` on a small pool: the pairwise sampling from the Gram matrix, with the rows'
+    nearest seed and distance read from the same matrix (ties go to the earlier seed)."""
+    idx = greedy_kmeans_plusplus(x[None], x_sq[None], k, [gen], gram=gram[None], n_local_trials=n_local_trials)[0]
+    d = torch.add(x_sq.unsqueeze(0) + x_sq.index_select(0, idx).unsqueeze(1), gram.index_select(0, idx), alpha=-2.0)
+    dist, labels = d.clamp_(min=0).min(dim=0)
+    labels[idx] = torch.arange(k, device=x.device)  # each seed is its own nearest (exactly 0 away)
+    dist[idx] = 0
     return idx, labels, dist
 
 
@@ -229,20 +258,12 @@ def blocked_seeds_and_assignment(
     first = torch.randint(n, (1,), generator=gen, device=gen.device).to(dev)
     chosen = torch.empty(k, dtype=torch.long, device=dev)
     chosen[0] = first[0]
+    x_t = x.t()
     x_sq_row = x_sq.unsqueeze(0)
-    if n <= min(k * n_trials, GRAM_MAX_ROWS):
-        # a small pool: the candidates would cover it several times over, so all distance rows
-        # come from one N x N product (the pool's own size decides: the same alone and in a batch)
-        dist_all = torch.addmm(x_sq_row, x, x.t(), alpha=-2.0).add_(x_sq.unsqueeze(1)).clamp_(min=0)
 
-        def rows(idx: torch.Tensor) -> torch.Tensor:
-            return dist_all.index_select(0, idx)
-    else:
-        x_t = x.t()
-
-        def rows(idx: torch.Tensor) -> torch.Tensor:  # squared distances of the rows idx to every point
-            out = torch.addmm(x_sq_row, x.index_select(0, idx), x_t, alpha=-2.0)
-            return out.add_(x_sq.index_select(0, idx).unsqueeze(1)).clamp_(min=0)
+    def rows(idx: torch.Tensor) -> torch.Tensor:  # squared distances of the rows idx to every point
+        out = torch.addmm(x_sq_row, x.index_select(0, idx), x_t, alpha=-2.0)
+        return out.add_(x_sq.index_select(0, idx).unsqueeze(1)).clamp_(min=0)
 
     closest = rows(first)[0]
     closest[first[0]] = 0  # exactly: |x|^2 - 2 x.x + |x|^2 may round to a tiny positive weight

@@ -45,7 +45,7 @@ class KMeansOptions:
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     """Distance matmuls: fp32, or on CUDA tf32 / bf16 (torch backend; CPU always runs fp32)."""
     seeding: Literal["direct", "pairwise", "blocked"] | None = None
-    """How k-means++ gets its distances (torch backend); None is the engine's default, ``direct``."""
+    """How k-means++ gets its distances (torch backend); None is the engine's default, ``blocked``."""
     n_local_trials: int | None = None
     """k-means++ candidates per step (torch backend): None is 2 + ln K (greedy), 1 classic k-means++."""
 
