@@ -33,6 +33,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
+from .checks import as_int, check_not_meta, is_integer
 from .host_state import no_side_effects
 
 __all__ = ["Embedder", "unwrap_network", "resolve_embedder", "embed_images", "METHODS"]
@@ -74,10 +75,10 @@ def _as_2d(out: object, batch: int, what: str) -> Tensor:
         raise TypeError(
             f"{what} returned {type(out).__name__}, expected a tensor of features"
         )
-    if out.dim() == 0 or out.shape[0] != batch:
+    if out.dim() < 2 or out.shape[0] != batch:
         raise ValueError(
             f"{what} returned shape {tuple(out.shape)} for a batch of {batch} images; "
-            "expected (batch, ...) features"
+            "expected (batch, features) or (batch, ...) features; a 1-D output has one number per image"
         )
     return out.reshape(batch, -1)
 
@@ -292,8 +293,10 @@ def embed_images(
 
     Returns detached float32 features ``(N, D)`` on the target device.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = int(batch_size)
+    check_not_meta(network)
 
     if isinstance(images, Tensor):
         if images.dim() == 0:
@@ -306,8 +309,7 @@ def embed_images(
     elif callable(images):
         if n is None:
             raise TypeError("a loader callable needs n= (the pool size)")
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, got {type(n).__name__}")
+        n = as_int(n, "n")
         total = n
         tensor_pool = None
         load = images

@@ -17,6 +17,7 @@ import pluggy
 import torch
 
 from . import builtin, distributed
+from .checks import as_int, check_no_duplicates
 from .config import ConfigError, PluginSettings, Settings, build_dataclass, load_settings
 from .manager import (
     PluginError,
@@ -199,8 +200,7 @@ class Selector:
         if kind not in CALL_KINDS:
             raise ValueError(f"kind: {kind!r} is not allowed; expected one of {', '.join(CALL_KINDS)}")
         pool_t = _as_pool(pool, class_id)
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
+        n = as_int(n, "n")  # numpy integers too
         if n <= 0:
             raise ValueError(f"n must be >= 1, got n={n} for class {class_id}")
         if n > pool_t.numel():
@@ -349,7 +349,9 @@ def _as_pool(pool: Any, class_id: int) -> torch.Tensor:
         raise ValueError(f"class {class_id} has no images: its pool is empty")
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"the pool of class {class_id} must hold integer indices, got dtype {t.dtype}")
-    return t.to("cpu", torch.int64)
+    t = t.to("cpu", torch.int64)
+    check_no_duplicates(t, class_id)
+    return t
 
 
 def _check_device(device: torch.device | str) -> torch.device:
