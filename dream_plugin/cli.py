@@ -16,6 +16,7 @@ from .config import (ENV_CONFIG, ENV_DISABLE_AUTOLOAD, ENV_INIT_STRATEGY, ENV_SE
 from .extras import MissingExtraError, missing_extra_message
 from .manager import PluginError, build_plugin_manager, collect_strategies
 from .ab.cli import add_ab_parser
+from .ab.output import OutputError
 from .export import add_export_parser
 from .precompute import add_precompute_parser
 
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return _quiet_broken_pipe()
-    except (ConfigError, PluginError, MissingExtraError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, PluginError, MissingExtraError, OutputError, FileNotFoundError, ValueError) as exc:
         print(f"dream-plugin: error: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:

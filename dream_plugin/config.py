@@ -209,8 +209,10 @@ def _is_bool(value: Any) -> bool:
 
 
 def _is_int(value: Any) -> bool:
-    """int or a numpy integer (anything :func:`operator.index` takes), never a bool."""
-    return isinstance(value, numbers.Integral) and not _is_bool(value)
+    """int, a numpy integer or a one-element integer tensor (the rule of :func:`dream_plugin.checks.is_integer`)."""
+    from .checks import is_integer
+
+    return is_integer(value)
 
 
 def build_dataclass(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> Any:
@@ -276,6 +278,8 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"config file {str(p)!r} is a directory; expected the path of a YAML file")
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} is not a regular file; expected the path of a YAML file")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist (set {ENV_CONFIG} or pass an existing path)")
     try:

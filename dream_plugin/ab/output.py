@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import ConfigError
+from ..paths import check_writable_folder
 
 RESULTS = "results.json"
 RUN_FILES = (RESULTS, "curves.png")
@@ -35,35 +36,13 @@ def earlier_run_files(out_dir: Path) -> list[Path]:
     return found
 
 
-def _nearest_existing(path: Path) -> Path:
-    p = path
-    while not p.exists():
-        if p.parent == p:
-            break
-        p = p.parent
-    return p
-
-
 def prepare_out_dir(out: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Check the output folder of a run before the run starts; returns it as a :class:`Path`.
 
     Nothing is created here: only the checks that the folder can be created and written later.
     Raises :class:`~dream_plugin.config.ConfigError` naming ``out (--out)`` and the problem.
     """
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out (--out): {str(out_dir)!r} is a file, not a folder; choose a folder path")
-    base = _nearest_existing(out_dir)
-    if not base.is_dir():
-        raise ConfigError(f"out (--out): {str(out_dir)!r} lies inside {str(base)!r}, which is a file; "
-                          "choose a path whose parents are folders")
-    try:
-        with tempfile.TemporaryFile(dir=base, prefix=".dream-ab-write-check"):
-            pass
-    except OSError as exc:
-        what = "folder" if base == out_dir else f"folder {str(base)!r} (where it would be created)"
-        raise ConfigError(f"out (--out): {str(out_dir)!r} is not writable: the {what} refuses new files "
-                          f"({exc.strerror or exc}); choose a writable folder") from None
+    out_dir = check_writable_folder(out, "out (--out)")
     earlier = earlier_run_files(out_dir)
     if earlier and not force:
         names = ", ".join(p.name for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
