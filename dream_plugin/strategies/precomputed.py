@@ -58,9 +58,9 @@ class PrecomputedStrategy(Strategy):
 
     @property
     def picks_file(self):
-        """The loaded, validated :class:`~dream_plugin.precompute.PicksFile` (loaded on first use)."""
+        """The loaded, validated :class:`~dream_plugin.picks.PicksFile` (loaded on first use)."""
         if self._file is None:
-            from ..precompute import load_picks
+            from ..picks import load_picks
 
             opts: PrecomputedOptions = self.options
             if opts.path is None:
