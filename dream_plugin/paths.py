@@ -52,5 +52,9 @@ def check_writable_file(path: str | os.PathLike[str], label: str) -> Path:
     target = Path(path)
     if target.is_dir():
         raise ConfigError(f"{label}: {str(target)!r} is a folder; expected a file path (e.g. {str(target / 'picks.pt')!r})")
-    check_writable_folder(target.parent if str(target.parent) else Path("."), label)
+    base = nearest_existing(target.parent)
+    if not base.is_dir():
+        raise ConfigError(f"{label}: {str(target)!r} lies inside {str(base)!r}, which is a file; "
+                          "choose a path whose parents are folders")
+    check_writable_folder(target.parent, label)
     return target
