@@ -65,7 +65,13 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     from .selector import Selector
 
     settings = load_settings(args.file)  # defaults < file (or $DREAM_PLUGIN_CONFIG) < environment
-    sel = Selector(settings)  # unknown strategies (e.g. from DREAM_STRATEGY) and bad options fail here
+    try:
+        sel = Selector(settings)  # unknown strategies (e.g. from DREAM_STRATEGY) and bad options fail here
+    except ConfigError as exc:
+        for key, env in (("strategy", ENV_STRATEGY), ("init.strategy", ENV_INIT_STRATEGY)):
+            if str(exc).startswith(f"{key}: ") and os.environ.get(env):
+                raise ConfigError(f"{env}={os.environ[env]}: {exc}") from None
+        raise
     data = settings.to_dict()
     for name in sorted(sel.strategies):
         opts = sel._options(name)

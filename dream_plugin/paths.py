@@ -48,7 +48,7 @@ def check_writable_folder(path: str | os.PathLike[str], label: str) -> Path:
 
 
 def check_writable_file(path: str | os.PathLike[str], label: str) -> Path:
-    """``path`` must be a file that can be written: not a folder, and its folder writable."""
+    """``path`` must be a file that can be written: not a folder, and its folder creatable and writable."""
     target = Path(path)
     if target.is_dir():
         raise ConfigError(f"{label}: {str(target)!r} is a folder; expected a file path (e.g. {str(target / 'picks.pt')!r})")
@@ -56,5 +56,8 @@ def check_writable_file(path: str | os.PathLike[str], label: str) -> Path:
     if not base.is_dir():
         raise ConfigError(f"{label}: {str(target)!r} lies inside {str(base)!r}, which is a file; "
                           "choose a path whose parents are folders")
-    check_writable_folder(target.parent, label)
+    exc = _writable(base)
+    if exc is not None:
+        raise ConfigError(f"{label}: {str(target)!r} is not writable: the folder {str(base)!r} refuses new files "
+                          f"({exc.strerror or exc}); choose a writable folder")
     return target

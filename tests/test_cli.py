@@ -109,7 +109,7 @@ def test_config_show_fails_on_an_unknown_env_strategy(capsys, monkeypatch):
     assert main(["config", "show"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "strategy: unknown strategy 'nosuch'; known strategies: dream, herding" in captured.err
+    assert "DREAM_STRATEGY=nosuch: strategy: unknown strategy 'nosuch'; known strategies: dream, herding" in captured.err
 
 
 class _FakeEntryPoint:

@@ -191,3 +191,10 @@ def test_numpy_integers_are_accepted_like_ints_and_stored_as_int():
     assert sel._options("dream").interval == 7
     with pytest.raises(ConfigError, match=r"seed: np.True_ is not allowed"):
         Settings(seed=np.bool_(True))
+
+
+def test_config_path_that_is_not_a_regular_file_says_so():
+    import os
+
+    with pytest.raises(ConfigError, match=r"config file '/dev/null' is not a regular file; expected the path of a YAML file"):
+        load_yaml(os.devnull)

@@ -76,9 +76,8 @@ def build_network(args: argparse.Namespace, channels: int, num_classes: int, ima
         try:
             state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - garbage, truncated or pickled-object files alike
-            first = (str(exc).strip().splitlines() or [""])[0][:160]
             raise ValueError(f"--checkpoint: {args.checkpoint!r} is not a checkpoint torch.load can read "
-                             f"({type(exc).__name__}: {first}); expected a file saved with torch.save(state_dict)") from None
+                             f"({_load_failure(exc)}); expected a file saved with torch.save(state_dict)") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
@@ -94,6 +93,16 @@ def build_network(args: argparse.Namespace, channels: int, num_classes: int, ima
     else:
         desc["seed"] = args.seed
     return net.eval(), desc
+
+
+def _load_failure(exc: Exception) -> str:
+    """The gist of a torch.load failure in a few words (its messages run to paragraphs)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # weights_only refusals: the reason follows this marker; the rest is advice
+        text = text.split(marker, 1)[1]
+    first = (text.strip().splitlines() or [""])[0].strip().split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {first[:120]}" if first else type(exc).__name__
 
 
 def _check_device(name: str) -> None:
