@@ -139,7 +139,9 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return "a list of " + _type_name(typing.get_args(tp)[0])
+        item = _type_name(typing.get_args(tp)[0])
+        plural = {"a string": "strings", "an integer": "integers", "a number": "numbers"}
+        return "a list of " + plural.get(item, item)
     if origin in (dict, collections.abc.Mapping):
         return "a mapping"
     if tp is type(None):

@@ -78,7 +78,8 @@ def _as_2d(out: object, batch: int, what: str) -> Tensor:
     if out.dim() < 2 or out.shape[0] != batch:
         raise ValueError(
             f"{what} returned shape {tuple(out.shape)} for a batch of {batch} images; "
-            "expected (batch, features) or (batch, ...) features; a 1-D output has one number per image"
+            "expected (batch, features), further dimensions flattened; a 1-D output is one number per image, "
+            "not a feature vector"
         )
     return out.reshape(batch, -1)
 

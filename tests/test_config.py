@@ -63,7 +63,7 @@ def test_unknown_nested_key_names_dotted_path():
         ({"bn_batch": "always"}, r"bn_batch: 'always' is not allowed; expected one of 'host', 'strategy'"),
         ({"init": {"factor": 0}}, r"init\.factor: 0 is not allowed; expected an integer >= 1"),
         ({"plugins": {"autoload": "yes"}}, r"plugins\.autoload: 'yes' is not allowed; expected true or false"),
-        ({"plugins": {"block": "x"}}, r"plugins\.block: 'x' is not allowed; expected a list of a string"),
+        ({"plugins": {"block": "x"}}, r"plugins\.block: 'x' is not allowed; expected a list of strings"),
         ({"strategy": ""}, r"strategy: '' is not allowed"),
         ({"init": 3}, r"init: 3 is not allowed; expected a mapping"),
     ],
@@ -157,7 +157,7 @@ def test_config_env_pointing_to_a_directory_says_so(tmp_path):
         ({"bn_batch": "mine"}, r"^bn_batch: 'mine' is not allowed; expected one of 'host', 'strategy'$"),
         ({"options": [1]}, r"^options: \[1\] is not allowed; expected a mapping$"),
         ({"init": {"factor": "x"}}, r"^init.factor: 'x' is not allowed; expected an integer$"),
-        ({"plugins": {"block": "abc"}}, r"^plugins.block: 'abc' is not allowed; expected a list of a string$"),
+        ({"plugins": {"block": "abc"}}, r"^plugins.block: 'abc' is not allowed; expected a list of strings$"),
     ],
 )
 def test_wrong_types_from_python_are_config_errors_naming_the_field(kwargs, message):
