@@ -1,4 +1,4 @@
-"""Checks on paths a command will write to, made before the command does any work.
+"""Paths a command writes to: checked before the command does any work, and written atomically.
 
 Each error is a :class:`~dream_plugin.config.ConfigError` that starts with the option's name
 (``label``) and says what is wrong with the path: a file where a folder should be, a folder inside
@@ -10,8 +10,26 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 from .config import ConfigError
+
+
+def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, fsync, then rename onto ``path``.
+
+    Readers see the old file or the whole new one, never a part; the temporary file never
+    survives a failure (an exception or Ctrl-C inside ``write``).
+    """
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def nearest_existing(path: Path) -> Path:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from ..config import ConfigError
-from ..paths import check_writable_folder
+from ..paths import check_writable_folder, write_atomic
 
 RESULTS = "results.json"
 RUN_FILES = (RESULTS, "curves.png")
@@ -53,19 +52,8 @@ def prepare_out_dir(out: str | os.PathLike[str], *, force: bool = False) -> Path
 
 def write_json_atomic(data: Any, path: Path) -> None:
     """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps(data, indent=2) + "\n"  # serialised first: a value JSON cannot hold fails before any write
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_report(results: dict[str, Any], out_dir: Path, make_plots: Callable[[], dict[str, str]]) -> dict[str, str]:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..paths import write_atomic
 
 MANIFEST = "manifest.json"
 CHECKSUMS = "checksums"
@@ -38,19 +39,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` then fsync and rename onto ``path``; the temporary file never survives a failure."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _plain(job: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +63,7 @@ def _read_manifest(d: Path) -> dict[str, Any]:
 
 
 def _write_manifest(d: Path, data: dict[str, Any]) -> None:
-    _write_atomic(d / MANIFEST, lambda tmp: tmp.write_text(json.dumps(data, indent=1), encoding="utf-8"))
+    write_atomic(d / MANIFEST, lambda tmp: tmp.write_text(json.dumps(data, indent=1), encoding="utf-8"))
 
 
 def open_partial(d: Path, job: dict[str, Any], restart: bool) -> None:
@@ -136,7 +124,7 @@ def discard_untrusted(d: Path, num_classes: int) -> list[str]:
 def save_class(d: Path, c: int, result: dict[str, Any]) -> None:
     """Write class ``c``'s result atomically, then record its checksum in the manifest."""
     path = class_file(d, c)
-    _write_atomic(path, lambda tmp: torch.save(result, tmp))
+    write_atomic(path, lambda tmp: torch.save(result, tmp))
     manifest = _read_manifest(d)
     _write_manifest(d, {**manifest, CHECKSUMS: {**manifest.get(CHECKSUMS, {}), path.name: _sha256(path)}})
 
