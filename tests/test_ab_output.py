@@ -143,3 +143,17 @@ def test_write_report_writes_results_before_plots(tmp_path):
     files = write_report({"arms": {"x": 1}}, tmp_path, plots)
     assert seen["results_at_plot_time"]["arms"] == {"x": 1}
     assert files == {"results": "results.json", "curves": "curves.png"}
+
+
+def test_results_json_that_cannot_be_written_is_one_error_naming_it(tmp_path, monkeypatch):
+    import dream_plugin.ab.output as output
+
+    def full_disk(data, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(output, "write_json_atomic", full_disk)
+    printed = []
+    with pytest.raises(OutputError, match=r"cannot write '.*results.json' \(No space left on device\); the table "
+                                          r"above holds this run's main numbers"):
+        run_ab(build_config(TINY), out=tmp_path / "run", log=printed.append)
+    assert any("final acc@1" in line for line in printed)  # the table was printed before the write failed

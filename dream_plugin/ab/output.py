@@ -60,12 +60,16 @@ def write_report(results: dict[str, Any], out_dir: Path, make_plots: Callable[[]
     """``results.json`` first, then ``make_plots()`` (returns ``{key: file name}``), then ``results.json``
     again listing every file. An earlier run's files in ``out_dir`` are removed first (the folder was
     accepted with ``force``), so old plots never sit beside new numbers."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in earlier_run_files(out_dir):
-        old.unlink()
     results["out"] = str(out_dir)
     results["files"] = {"results": RESULTS}
-    write_json_atomic(results, out_dir / RESULTS)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for old in earlier_run_files(out_dir):
+            old.unlink()
+        write_json_atomic(results, out_dir / RESULTS)
+    except OSError as exc:  # e.g. the disk filled up or the folder was removed during the run
+        raise OutputError(f"cannot write {str(out_dir / RESULTS)!r} ({exc.strerror or exc}); the table above "
+                          "holds this run's main numbers") from exc
     try:
         plots = make_plots()
     except Exception as exc:  # noqa: BLE001 - whatever failed, the numbers are already safe

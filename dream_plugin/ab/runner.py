@@ -416,6 +416,8 @@ def _run_ab(
     }
     table = format_table(results)
     results["table"] = table
+    say("")
+    say(table)  # before any file is written: if writing fails, the numbers are still on screen
     if write:
         def plots() -> dict[str, str]:
             save_curves(results, out_dir / "curves.png")
@@ -423,9 +425,6 @@ def _run_ab(
             return {"curves": "curves.png", **save_grids(first, data, cfg.ipc, out_dir)}
 
         write_report(results, out_dir, plots)
-    say("")
-    say(table)
-    if write:
         say(f"\nwrote {out_dir}/results.json, curves.png, " + ", ".join(f"synthetic_{a}.png" for a in cfg.arms)
             + f" (total {total:.1f} s)")
     return results
