@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from dream_plugin.checks import check_pool_not_empty
+from dream_plugin.inputs import check_pool_not_empty
 from dream_plugin.requests import CALL_KINDS
 from dream_plugin.selector import Selector
 

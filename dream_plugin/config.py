@@ -211,8 +211,8 @@ def _is_bool(value: Any) -> bool:
 
 
 def _is_int(value: Any) -> bool:
-    """int, a numpy integer or a one-element integer tensor (the rule of :func:`dream_plugin.checks.is_integer`)."""
-    from .checks import is_integer
+    """int, a numpy integer or a one-element integer tensor (the rule of :func:`dream_plugin.inputs.is_integer`)."""
+    from .inputs import is_integer
 
     return is_integer(value)
 

@@ -33,7 +33,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
-from .checks import as_int, check_not_meta, is_integer
+from .inputs import as_int, check_not_meta, is_integer
 from .host_state import no_side_effects
 
 __all__ = ["Embedder", "unwrap_network", "resolve_embedder", "embed_images", "METHODS"]

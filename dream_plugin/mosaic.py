@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import is_integer
+from .inputs import is_integer
 
 
 def tile_sizes(length: int, factor: int) -> list[int]:

@@ -17,7 +17,7 @@ import pluggy
 import torch
 
 from . import builtin, distributed
-from .checks import as_int, check_no_duplicates
+from .inputs import as_int, check_no_duplicates
 from .config import ConfigError, PluginSettings, Settings, build_dataclass, load_settings
 from .manager import (
     PluginError,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dream_plugin.adapters import GetImagesAdapter
-from dream_plugin.checks import as_int, is_integer
+from dream_plugin.inputs import as_int, is_integer
 from dream_plugin.config import PluginSettings, Settings
 from dream_plugin.embedding import embed_images
 from dream_plugin.manager import build_plugin_manager

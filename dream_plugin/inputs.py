@@ -1,4 +1,5 @@
-"""Argument checks shared by the selector, the adapters and the embedding helper.
+"""Checks on input values shared by the selector, the adapters and the embedding helper: integers
+(numpy integers accepted alike), class pools and networks.
 
 Each check raises an error that names the argument, the bad value and what is allowed, so that
 the modules calling them stay one line per check and their messages stay alike.
