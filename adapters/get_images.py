@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from dream_plugin.inputs import check_pool_not_empty
 from dream_plugin.requests import CALL_KINDS
 from dream_plugin.selector import Selector
 
@@ -191,6 +192,7 @@ class GetImagesAdapter:
                     f"class {c} is not in indices_class (it has {len(self.indices_class)} classes)"
                 ) from None
             pool = torch.as_tensor(raw if not isinstance(raw, torch.Tensor) else raw.detach().cpu()).reshape(-1)
+            check_pool_not_empty(pool, c, f"indices_class[{c}]")  # an empty list would else read as float32
             if pool.dtype.is_floating_point or pool.dtype == torch.bool:
                 raise TypeError(f"indices_class[{c}] must hold integer indices, got dtype {pool.dtype}")
             pool = pool.to("cpu", torch.int64)

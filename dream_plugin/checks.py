@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .inputs import as_int, check_no_duplicates
 from .requests import CALL_KINDS
 
 
@@ -25,8 +26,7 @@ def check_kind(kind: str) -> str:
 
 
 def check_n(n: Any, class_id: int | None = None) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
+    n = as_int(n, "n")  # numpy integers and one-element integer tensors are ints too
     if n <= 0:
         raise ValueError(f"n must be >= 1, got n={n}" + (f" for class {class_id}" if class_id is not None else ""))
     return n
@@ -41,7 +41,9 @@ def as_pool(pool: Any, class_id: int) -> torch.Tensor:
         raise ValueError(f"class {class_id} has no images: its pool is empty")
     if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"the pool of class {class_id} must hold integer indices, got dtype {t.dtype}")
-    return t.to("cpu", torch.int64)
+    t = t.to("cpu", torch.int64)
+    check_no_duplicates(t, class_id)
+    return t
 
 
 def check_device(device: torch.device | str) -> torch.device:

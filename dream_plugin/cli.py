@@ -1,18 +1,23 @@
-"""The ``dream-plugin`` command: the A/B run, plugins, configs, precompute, data export and a demo."""
+"""The dream-plugin command: the A/B run, plugins, configs, precompute, data export and a demo."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
 import yaml
 
-from .config import ConfigError, Settings, load_settings, load_yaml, parse_settings
+from . import __version__
+from .config import (ENV_CONFIG, ENV_DISABLE_AUTOLOAD, ENV_INIT_STRATEGY, ENV_SEED, ENV_STRATEGY, ConfigError,
+                     load_settings, load_yaml, parse_settings)
+from .extras import MissingExtraError, missing_extra_message
 from .manager import PluginError, build_plugin_manager, collect_strategies
 from .ab.cli import add_ab_parser
 from .diagnose.cli import add_diagnose_parser
+from .ab.output import OutputError
 from .export import add_export_parser
 from .precompute import add_precompute_parser
 
@@ -26,9 +31,13 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     for name in sorted(strategies):
         s = strategies[name]
         print(f"{name:<{width}}  {s.plugin:<22} {s.distribution:<22} {s.description}")
-    others = [n for n, _ in pm.list_name_plugin() if n and n != "dream_plugin.builtin"]
+    # a blocked name stays in pluggy's registry with no plugin object: it is blocked, not loaded
+    others = [n for n, p in pm.list_name_plugin() if n and p is not None and n != "dream_plugin.builtin"]
+    blocked = [n for n, p in pm.list_name_plugin() if n and p is None]
     if others:
         print("\nthird-party plugins loaded: " + ", ".join(sorted(others)))
+    if blocked:
+        print("blocked by config (plugins.block), not loaded: " + ", ".join(sorted(blocked)))
     return 0
 
 
@@ -41,11 +50,29 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_sources(file: str | None) -> list[str]:
+    """Where the resolved settings come from, lowest precedence first (for ``config show``)."""
+    sources = ["defaults"]
+    path = file or os.environ.get(ENV_CONFIG) or None
+    if path:
+        sources.append(f"file {path}" + ("" if file else f" (from {ENV_CONFIG})"))
+    for name in (ENV_STRATEGY, ENV_INIT_STRATEGY, ENV_SEED, ENV_DISABLE_AUTOLOAD):
+        if os.environ.get(name):
+            sources.append(f"{name}={os.environ[name]}")
+    return sources
+
+
 def _cmd_config_show(args: argparse.Namespace) -> int:
     from .selector import Selector
 
-    settings = load_settings(args.file) if args.file else Settings()
-    sel = Selector(settings)
+    settings = load_settings(args.file)  # defaults < file (or $DREAM_PLUGIN_CONFIG) < environment
+    try:
+        sel = Selector(settings)  # unknown strategies (e.g. from DREAM_STRATEGY) and bad options fail here
+    except ConfigError as exc:
+        for key, env in (("strategy", ENV_STRATEGY), ("init.strategy", ENV_INIT_STRATEGY)):
+            if str(exc).startswith(f"{key}: ") and os.environ.get(env):
+                raise ConfigError(f"{env}={os.environ[env]}: {exc}") from None
+        raise
     data = settings.to_dict()
     for name in sorted(sel.strategies):
         opts = sel._options(name)
@@ -53,6 +80,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
             import dataclasses
 
             data["options"][name] = dataclasses.asdict(opts)
+    print("# resolved from: " + " < ".join(_config_sources(args.file)))
     print(yaml.safe_dump(data, sort_keys=False), end="")
     return 0
 
@@ -60,9 +88,10 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import format_table, run_demo
 
-    rows = run_demo(dataset=args.dataset, n=args.n, seed=args.seed)
     print(f"Selection demo on the embedded {args.dataset} data, {args.n} picks per class, fresh ConvNet (seed {args.seed}).")
-    print("coverage: mean squared distance from each image to its nearest pick in the network's embedding space")
+    print("coverage: mean squared distance from each image to its nearest pick in the network's embedding space",
+          flush=True)
+    rows = run_demo(dataset=args.dataset, n=args.n, seed=args.seed, progress=not args.no_progress)
     print(format_table(rows))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -71,6 +100,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dream-plugin", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dream-plugin {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list the selection strategies and where each comes from")
@@ -82,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("check", help="validate a YAML config file")
     c.add_argument("file")
     c.set_defaults(func=_cmd_config_check)
-    c = csub.add_parser("show", help="print the resolved configuration (defaults if no file)")
-    c.add_argument("file", nargs="?")
+    c = csub.add_parser("show", help="print the resolved configuration: defaults < file < environment",
+                        description="Print the configuration a Selector would use here: the defaults, then the "
+                        f"file (FILE, else ${ENV_CONFIG}), then the environment ({ENV_STRATEGY}, "
+                        f"{ENV_INIT_STRATEGY}, {ENV_SEED}, {ENV_DISABLE_AUTOLOAD}); fails on an unknown strategy.")
+    c.add_argument("file", nargs="?", metavar="FILE")
     c.set_defaults(func=_cmd_config_show)
 
     p = sub.add_parser("demo", help="random vs DREAM picks on the embedded MNIST subset")
@@ -91,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=10, help="picks per class")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
     add_ab_parser(sub)
     add_diagnose_parser(sub)
@@ -99,13 +133,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_broken_pipe() -> int:
+    """The reader went away (``dream-plugin plugins | head``): stop quietly, as Unix tools do.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not complain again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - stdout without a file descriptor
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a writer stopped by a closed pipe
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except (ConfigError, PluginError, FileNotFoundError, ValueError) as exc:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except (ConfigError, PluginError, MissingExtraError, OutputError, FileNotFoundError, ValueError) as exc:
         print(f"dream-plugin: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        hint = missing_extra_message(exc.name or "", f"dream-plugin {args.command}")
+        if hint is None:
+            raise
+        print(f"dream-plugin: error: {hint}", file=sys.stderr)
         return 2
 
 

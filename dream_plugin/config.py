@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import numbers
+import operator
 import os
 import types
 import typing
@@ -38,6 +40,7 @@ class InitSettings:
     """Multi-formation factor (IDC): ipc * factor**2 real images per class are chosen."""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _require(self.factor >= 1, "init.factor", self.factor, "an integer >= 1")
 
 
@@ -49,6 +52,9 @@ class PluginSettings:
     """Load entry points of the ``dream_plugin`` group (DREAM_PLUGIN_DISABLE_AUTOLOAD=1 turns off)."""
     block: tuple[str, ...] = ()
     """Plugin (entry-point) names never to load."""
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class DistributedSettings:
     """Train-mode SyncBatchNorm while embedding: per-rank batch statistics (local), or refuse."""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _require(self.src >= 0, "distributed.src", self.src, "a rank >= 0")
 
 
@@ -87,6 +94,7 @@ class Settings:
     """Rank consistency under torch.distributed (see docs/scale.md)."""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _require(bool(self.strategy), "strategy", self.strategy, "a non-empty strategy name")
         _require(self.embed_batch_size >= 1, "embed_batch_size", self.embed_batch_size, "an integer >= 1")
         _require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
@@ -104,6 +112,21 @@ class Settings:
         return data
 
 
+def check_field_types(obj: Any) -> None:
+    """Check (and normalise) every field of a frozen settings dataclass against its annotation.
+
+    Settings built from Python get the same checks as those read from YAML: a wrong type is a
+    :class:`ConfigError` naming the field, numpy integers become ``int``, lists become tuples and
+    mappings given for a nested settings class become that class.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        checked = _coerce(value, hints[f.name], f.name)
+        if checked is not value:
+            object.__setattr__(obj, f.name, checked)
+
+
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
@@ -116,7 +139,9 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return "a list of " + _type_name(typing.get_args(tp)[0])
+        item = _type_name(typing.get_args(tp)[0])
+        plural = {"a string": "strings", "an integer": "integers", "a number": "numbers"}
+        return "a list of " + plural.get(item, item)
     if origin in (dict, collections.abc.Mapping):
         return "a mapping"
     if tp is type(None):
@@ -148,6 +173,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
         raise bad
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
         if not isinstance(value, Mapping):
             raise bad
         return build_dataclass(tp, value, prefix=key)
@@ -165,18 +192,29 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise bad
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if _is_int(value):
+            return value if type(value) is int else operator.index(value)
         raise bad
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        if isinstance(value, numbers.Real) and not _is_bool(value):
+            return value if type(value) is float else float(value)
         raise bad
     if tp is str:
         if isinstance(value, str):
             return value
         raise bad
     raise bad
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's bool is not an int subclass
+
+
+def _is_int(value: Any) -> bool:
+    """int, a numpy integer or a one-element integer tensor (the rule of :func:`dream_plugin.inputs.is_integer`)."""
+    from .inputs import is_integer
+
+    return is_integer(value)
 
 
 def build_dataclass(cls: type, data: Mapping[str, Any], *, prefix: str = "") -> Any:
@@ -211,13 +249,49 @@ def parse_settings(data: Mapping[str, Any] | None) -> Settings:
     return build_dataclass(Settings, data or {})
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """The same key appears twice in one YAML mapping (PyYAML would silently keep the last)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in the same mapping, naming both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: let SafeLoader report it
+                continue
+            mark = key_node.start_mark
+            if first is not None:
+                a, b = (f"line {m.line + 1}" + (f", column {m.column + 1}" if first.line == mark.line else "")
+                        for m in (first, mark))
+                raise DuplicateKeyError(f"key {key!r} is given twice, at {a} and at {b}; keep one")
+            seen[key] = mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML config file; malformed YAML is a :class:`ConfigError` naming the file and line."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {str(p)!r} is a directory; expected the path of a YAML file")
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} is not a regular file; expected the path of a YAML file")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist (set {ENV_CONFIG} or pass an existing path)")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"config file {str(p)!r}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

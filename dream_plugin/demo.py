@@ -6,6 +6,7 @@ squared distance from every image of the class to its nearest pick (lower is mor
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -24,8 +25,14 @@ def coverage(feats: torch.Tensor, picks: torch.Tensor) -> float:
     return float(d.min(dim=1).values.mean())
 
 
-def run_demo(dataset: str = "mnist", n: int = 10, seed: int = 0, strategies: tuple[str, ...] = ("random", "dream")) -> list[dict[str, Any]]:
-    """Select n images per class with each strategy; return one row per strategy."""
+def run_demo(dataset: str = "mnist", n: int = 10, seed: int = 0, strategies: tuple[str, ...] = ("random", "dream"),
+             *, progress: bool = False) -> list[dict[str, Any]]:
+    """Select n images per class with each strategy; return one row per strategy.
+
+    ``progress`` shows a bar (on stderr) over every (strategy, class) selection.
+    """
+    from tqdm.auto import tqdm
+
     data = load_dataset(dataset)
     torch.manual_seed(seed)
     net = ConvNet(data.channels, data.num_classes, data.image_size, width=64)
@@ -33,16 +40,23 @@ def run_demo(dataset: str = "mnist", n: int = 10, seed: int = 0, strategies: tup
     pools = data.class_indices()
     with torch.no_grad():
         feats_all = net.embed(data.train_images)
-    for name in strategies:
-        selector = Selector(Settings(strategy=name, seed=seed))
-        cov, secs = [], 0.0
-        for c, pool in enumerate(pools):
-            start = time.perf_counter()
-            pos = selector.select(c, n, pool, lambda p, pool=pool: data.train_images[pool[p]], embed=net.embed,
-                                  network=net, embed_source="net.embed")
-            secs += time.perf_counter() - start
-            cov.append(coverage(feats_all[pool], pos))
-        rows.append({"strategy": name, "n_per_class": n, "coverage": sum(cov) / len(cov), "seconds": secs})
+    bar = tqdm(total=len(strategies) * len(pools), desc="demo", unit="class", disable=not progress,
+               file=sys.stderr, leave=False)
+    try:
+        for name in strategies:
+            selector = Selector(Settings(strategy=name, seed=seed))
+            cov, secs = [], 0.0
+            bar.set_postfix_str(name)
+            for c, pool in enumerate(pools):
+                start = time.perf_counter()
+                pos = selector.select(c, n, pool, lambda p, pool=pool: data.train_images[pool[p]], embed=net.embed,
+                                      network=net, embed_source="net.embed")
+                secs += time.perf_counter() - start
+                cov.append(coverage(feats_all[pool], pos))
+                bar.update(1)
+            rows.append({"strategy": name, "n_per_class": n, "coverage": sum(cov) / len(cov), "seconds": secs})
+    finally:
+        bar.close()
     return rows
 
 

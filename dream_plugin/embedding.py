@@ -33,6 +33,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
+from .inputs import as_int, check_not_meta, is_integer
 from .host_state import no_side_effects
 
 __all__ = ["Embedder", "unwrap_network", "resolve_embedder", "embed_images", "METHODS"]
@@ -74,10 +75,11 @@ def _as_2d(out: object, batch: int, what: str) -> Tensor:
         raise TypeError(
             f"{what} returned {type(out).__name__}, expected a tensor of features"
         )
-    if out.dim() == 0 or out.shape[0] != batch:
+    if out.dim() < 2 or out.shape[0] != batch:
         raise ValueError(
             f"{what} returned shape {tuple(out.shape)} for a batch of {batch} images; "
-            "expected (batch, ...) features"
+            "expected (batch, features), further dimensions flattened; a 1-D output is one number per image, "
+            "not a feature vector"
         )
     return out.reshape(batch, -1)
 
@@ -292,8 +294,10 @@ def embed_images(
 
     Returns detached float32 features ``(N, D)`` on the target device.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = int(batch_size)
+    check_not_meta(network)
     total, tensor_pool, load = _pool_source(images, n)
     ref = _first_param(network)
     target = _target_device(device, ref, tensor_pool)
@@ -348,9 +352,7 @@ def _pool_source(
     elif callable(images):
         if n is None:
             raise TypeError("a loader callable needs n= (the pool size)")
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"n must be an int, got {type(n).__name__}")
-        total, tensor_pool, load = n, None, images
+        total, tensor_pool, load = as_int(n, "n"), None, images
     else:
         raise TypeError(
             f"images must be a tensor or a loader callable, got {type(images).__name__}"

@@ -87,7 +87,8 @@ def load_entry_points(pm: pluggy.PluginManager) -> None:
             except Exception as exc:  # noqa: BLE001 - any import failure is reported the same way
                 raise PluginError(
                     f"plugin {ep.name!r} ({ep.value}) from distribution {_distribution_label(dist)} "
-                    f"failed to import: {type(exc).__name__}: {exc}"
+                    f"failed to import: {type(exc).__name__}: {exc}; to run without it, add {ep.name!r} to "
+                    f"plugins.block in the config, or set {ENV_DISABLE_AUTOLOAD}=1 to load no third-party plugin"
                 ) from exc
             pm.register(plugin, name=ep.name)
             logger.debug("loaded plugin %r (%s) from %s", ep.name, ep.value, _distribution_label(dist))

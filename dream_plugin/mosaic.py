@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .inputs import is_integer
+
 
 def tile_sizes(length: int, factor: int) -> list[int]:
     """Split ``length`` pixels into ``factor`` tiles; the first ``length % factor`` are one pixel larger."""
@@ -19,8 +21,9 @@ def mosaic(images: torch.Tensor, factor: int, *, mode: str = "nearest") -> torch
     of every output image, so output m holds images m, ipc + m, 2 ipc + m, ... Each image is resized
     to its tile with ``mode`` interpolation (nearest by default, as IDC's multi-formation does).
     """
-    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+    if not is_integer(factor) or factor < 1:
         raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
+    factor = int(factor)
     if images.dim() != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     groups = factor * factor

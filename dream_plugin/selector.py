@@ -198,7 +198,7 @@ class Selector:
         """
         ids = check_class_ids(class_ids)
         check_kind(kind)
-        check_n(n)
+        n = check_n(n)
         pool_of = per_class(pools, ids, "pools")
         load_of = per_class(loads, ids, "loads")
         calls = [self.prepare(c, n, pool_of[c], load_of[c], kind=kind, embed=embed, network=network, step=step,
@@ -259,7 +259,7 @@ class Selector:
         """
         check_kind(kind)
         pool_t = as_pool(pool, class_id)
-        check_n(n, class_id)
+        n = check_n(n, class_id)
         if n > pool_t.numel():
             raise ValueError(
                 f"n={n} exceeds the {pool_t.numel()} images of class {class_id}; "

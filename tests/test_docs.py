@@ -44,3 +44,24 @@ def test_plugin_example_runs_as_documented(isolated_pm):
     picks = sel.select(0, 1, torch.arange(4), lambda p: feats[p], embed=lambda x: x)
     assert picks.tolist() == [3]
     assert sel.strategies["farthest-from-mean"].plugin == "farthest"
+
+
+def test_errors_table_names_at_least_30_kinds_each_with_an_existing_test():
+    import ast
+
+    text = (DOCS / "errors.md").read_text()
+    rows = [line for line in text.splitlines() if re.match(r"^\| \d+ \|", line)]
+    numbers = [int(line.split("|")[1]) for line in rows]
+    assert len(rows) >= 30 and numbers == list(range(1, len(rows) + 1))
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) >= 4 and all(cells[:4]), line  # kind, message, test: none left empty
+    root = DOCS.parent
+    defined: dict[str, set[str]] = {}
+    refs = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", text)
+    assert {r for r in rows if not re.search(r"`tests/[\w/]+\.py::\w+`", r)} == set()  # every row names its test
+    for path, name in refs:
+        if path not in defined:
+            tree = ast.parse((root / path).read_text())
+            defined[path] = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert name in defined[path], f"docs/errors.md names {path}::{name}, which does not exist"

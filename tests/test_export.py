@@ -28,3 +28,59 @@ def test_export_rejects_bad_fraction(tmp_path):
 
     with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\), got 1.5"):
         write_mnist_raw(tmp_path, test_fraction=1.5)
+
+
+# -- bad targets: one line, nothing half-written (docs/errors.md) ---------------------------------------
+def _export(root, capsys):
+    code = main(["export-mnist", str(root)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    return err
+
+
+def test_export_to_a_file_is_one_line(tmp_path, capsys):
+    f = tmp_path / "data"
+    f.write_text("x")
+    assert "export-mnist: '" in _export(f, capsys) and "is a file, but" in _export(f, capsys)
+
+
+def test_export_where_mnist_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "MNIST").write_text("x")
+    assert "MNIST' is a file, but" in _export(tmp_path, capsys)
+
+
+def test_export_inside_a_file_is_one_line(tmp_path, capsys):
+    f = tmp_path / "data"
+    f.write_text("x")
+    assert "lies inside" in _export(f / "sub", capsys)
+
+
+def test_export_to_an_unwritable_folder_is_one_line(capsys):
+    import os
+    import tempfile
+
+    target = next((p for p in ("/sys", "/proc") if os.path.isdir(p)), None)
+    try:
+        tempfile.TemporaryFile(dir=target).close()
+        pytest.skip("no unwritable folder available to this user")
+    except OSError:
+        pass
+    assert "is not writable: the folder" in _export(os.path.join(target, "mnist"), capsys)
+
+
+def test_permission_error_while_writing_leaves_nothing_half_done(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    real = Path.write_bytes
+    calls = []
+
+    def flaky(self, data):
+        calls.append(self.name)
+        if len(calls) == 3:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", flaky)
+    err = _export(tmp_path, capsys)
+    assert "export-mnist: cannot write '" in err and "Permission denied" in err
+    assert list((tmp_path / "MNIST" / "raw").iterdir()) == []  # neither final nor temporary files

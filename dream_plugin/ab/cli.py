@@ -13,8 +13,8 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--method", "method", {"choices": METHODS,
                             "help": "dm (distribution matching), dc (gradient matching) or idc (IDC's loop: trained "
                                     "matching network, multi-formation)"}),
-    ("--dataset", "dataset", {"help": "mnist | digits | folder | torchvision:<Name>"}),
-    ("--root", "root", {"help": "folder holding the dataset (folder, torchvision:<Name>)"}),
+    ("--dataset", "dataset", {"metavar": "NAME", "help": "mnist | digits | folder | torchvision:<Name>"}),
+    ("--root", "root", {"metavar": "DIR", "help": "folder holding the dataset (folder, torchvision:<Name>)"}),
     ("--arms", "arms", {"nargs": "+", "metavar": "ARM", "help": "arms to run, among: " + ", ".join(ARMS)}),
     ("--seeds", "seeds", {"type": int, "help": "how many seeds (seed, seed+1, ...)"}),
     ("--seed", "seed", {"type": int, "help": "first seed"}),
@@ -27,7 +27,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--momentum-img", "momentum_img", {"type": float, "help": "synthetic-image SGD momentum"}),
     ("--init", "init", {"choices": ("real", "noise"), "help": "initialise synthetic images from real images or noise"}),
     ("--dsa", "dsa", {"action": argparse.BooleanOptionalAction, "help": "differentiable Siamese augmentation"}),
-    ("--dsa-strategy", "dsa_strategy", {"help": "augmentations joined by '_' among crop, scale, flip"}),
+    ("--dsa-strategy", "dsa_strategy", {"metavar": "OPS", "help": "augmentations joined by '_' among crop, scale, flip"}),
     ("--interval", "interval", {"type": int, "help": "DREAM re-clustering interval (matching calls per class)"}),
     ("--subsample", "subsample", {"type": int, "help": "dream+ arm: DREAM+ sub-sampling s (must divide --batch-real)"}),
     ("--width", "model.width", {"type": int, "help": "ConvNet width"}),
@@ -51,10 +51,11 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--eval-batch", "eval.batch", {"type": int, "help": "evaluation batch size"}),
     ("--eval-augment", "eval.augment", {"action": argparse.BooleanOptionalAction,
                                         "help": "augment evaluation training (default: follows --dsa)"}),
-    ("--device", "device", {"help": "auto (cuda if available, else cpu), cpu, cuda, cuda:<i>"}),
+    ("--device", "device", {"metavar": "DEVICE", "help": "auto (cuda if available, else cpu), cpu, cuda, cuda:<i>"}),
     ("--threads", "threads", {"type": int, "help": "torch.set_num_threads (default 1; 0: torch's default, one per core)"}),
     ("--jobs", "jobs", {"type": int, "help": "parallel (arm, seed) runs, one process each (same numbers as 1)"}),
-    ("--out", "out", {"help": "output folder (default dream-ab-<timestamp>)"}),
+    ("--out", "out", {"metavar": "DIR", "help": "output folder (default dream-ab-<timestamp>); checked before the run "
+                      "starts, and refused if it holds an earlier run unless --force"}),
 ]
 
 
@@ -76,7 +77,12 @@ def add_ab_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--show-defaults", action="store_true", help="print the default config as YAML and exit")
     p.add_argument("--quick", action="store_true", help="small preset: about a minute on 2 CPU cores")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier run's results.json and plots in --out (never mixed with the new ones)")
     for flag, key, kwargs in FLAGS:
+        # the metavar follows the flag (--width WIDTH), not the internal destination name
+        kwargs = {"metavar": flag[2:].upper().replace("-", "_"), **kwargs} if "choices" not in kwargs \
+            and kwargs.get("action") is None else kwargs
         p.add_argument(flag, dest=_dest(key), default=None, **kwargs)
     p.set_defaults(func=cmd_ab)
     return p
@@ -108,7 +114,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from .runner import run_ab
 
     try:
-        run_ab(cfg)
+        run_ab(cfg, force=args.force)
     except ModuleNotFoundError as exc:
         if "adapters" in str(exc):
             raise ConfigError(f"the get_images adapter is not available: {exc}") from exc

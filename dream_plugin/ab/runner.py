@@ -32,6 +32,8 @@ from .evaluate import accuracy, evaluate_synset
 from .aggregate import _share, _speedup, aggregate  # noqa: F401 - _speedup re-exported
 from .environment import _loadavg, environment
 from .loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
+from .output import prepare_out_dir, write_report
+from ..extras import require
 
 OBSERVER_NAME = "dream_plugin.ab.observer"
 
@@ -284,11 +286,19 @@ def run_ab(
     adapter_class: type | None = None,
     write: bool = True,
     log: Callable[[str], None] | None = print,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run every arm over every seed; write results.json, curves.png and synthetic grids to ``out``."""
+    """Run every arm over every seed; write results.json, curves.png and synthetic grids to ``out``.
+
+    ``out`` is checked before any work (see :func:`~dream_plugin.ab.output.prepare_out_dir`; ``force``
+    replaces an earlier run there), and results.json is written before the plots.
+    """
     from .report import format_table, save_curves, save_grids
 
     cfg.validate()
+    if write:
+        require("matplotlib", what="dream-plugin ab (its plots)")
+        out = prepare_out_dir(out or cfg.out or f"dream-ab-{time.strftime('%Y%m%d-%H%M%S')}", force=force)
     threads_before = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -352,20 +362,15 @@ def _run_ab(
     }
     table = format_table(results)
     results["table"] = table
-    if write:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        files = {"results": "results.json", "curves": "curves.png"}
-        save_curves(results, out_dir / "curves.png")
-        first = {r.arm: r.synthetic for r in runs if r.seed == cfg.seed_list[0]}
-        files.update(save_grids(first, data, cfg.ipc, out_dir))
-        results["files"] = files
-        results["out"] = str(out_dir)
-        import json
-
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     say("")
-    say(table)
+    say(table)  # before any file is written: if writing fails, the numbers are still on screen
     if write:
+        def plots() -> dict[str, str]:
+            save_curves(results, out_dir / "curves.png")
+            first = {r.arm: r.synthetic for r in runs if r.seed == cfg.seed_list[0]}
+            return {"curves": "curves.png", **save_grids(first, data, cfg.ipc, out_dir)}
+
+        write_report(results, out_dir, plots)
         say(f"\nwrote {out_dir}/results.json, curves.png, " + ", ".join(f"synthetic_{a}.png" for a in cfg.arms)
             + f" (total {total:.1f} s)")
     return results

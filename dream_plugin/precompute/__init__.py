@@ -9,6 +9,7 @@ One job per module:
 
 * :mod:`dream_plugin.picks` - the file format: fingerprint, loading and validation;
 * :mod:`.job` - the resumable job (``<out>.partial/``, one file per finished class, assembly);
+* :mod:`.resume` - that folder kept trustworthy: atomic class files, checksums in the manifest;
 * :mod:`.sources` - features given directly, synthetic features, or a dataset and a network;
 * :mod:`.cli` - the ``dream-plugin precompute`` command.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from ..clustering.backends import BACKEND_NAMES
 from ..clustering.seeding import SEEDING_METHODS
+from ..paths import check_writable_file
 from ..strategies.dream import KMeansOptions
 from .sources import precompute_dataset, precompute_from_features, synthetic_features
 
@@ -71,7 +73,11 @@ def build_network(args: argparse.Namespace, channels: int, num_classes: int, ima
     if args.checkpoint:
         if not Path(args.checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint: {args.checkpoint!r} does not exist")
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - garbage, truncated or pickled-object files alike
+            raise ValueError(f"--checkpoint: {args.checkpoint!r} is not a checkpoint torch.load can read "
+                             f"({_load_failure(exc)}); expected a file saved with torch.save(state_dict)") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
@@ -89,7 +95,32 @@ def build_network(args: argparse.Namespace, channels: int, num_classes: int, ima
     return net.eval(), desc
 
 
+def _load_failure(exc: Exception) -> str:
+    """The gist of a torch.load failure in a few words (its messages run to paragraphs)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # weights_only refusals: the reason follows this marker; the rest is advice
+        text = text.split(marker, 1)[1]
+    first = (text.strip().splitlines() or [""])[0].strip().split(". ")[0].rstrip(".")
+    return f"{type(exc).__name__}: {first[:120]}" if first else type(exc).__name__
+
+
+def _check_device(name: str) -> None:
+    """``--device`` must name a device that exists here, before any data is loaded."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device: {name!r} is not a torch device; expected cpu, cuda or cuda:<index>") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: {name!r} was asked for but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device: {name!r} does not exist here ({torch.cuda.device_count()} CUDA devices visible)")
+
+
 def _cmd_precompute(args: argparse.Namespace) -> int:
+    check_writable_file(args.out, "--out")
+    if not args.synthetic:
+        _check_device(args.device)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads: {args.threads} is not allowed; expected an integer >= 1")
@@ -115,6 +146,8 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
         what = f"{ds.name}: {ds.train_labels.numel()} training images, {ds.num_classes} classes, {desc['network']}"
         report = precompute_dataset(ds, net, args.k, args.out, batch_size=args.batch_size, device=args.device,
                                     source=desc, **common)
+    for line in report.discarded:
+        print(f"dream-plugin: warning: discarded {line}", file=sys.stderr)
     print(f"{report.path}: picks for K={','.join(map(str, sorted(set(args.k))))} of {report.num_classes} classes "
           f"({what}); feature dim {report.feature_dim}")
     print(f"computed {len(report.computed)} classes, reused {len(report.reused)} from an interrupted run; "

@@ -1,34 +1,36 @@
 """The resumable precompute job: cluster every class once and assemble the picks file.
 
 Streaming: classes are processed one at a time; only the current class's features are in memory.
-Each finished class is written atomically to a sidecar directory ``<out>.partial/``; a rerun after
-an interruption skips the finished classes, and the final file is assembled (and written
+Each finished class is written atomically to a sidecar directory ``<out>.partial/``, its checksum
+recorded in the manifest (see :mod:`.resume`); a rerun after an interruption skips the finished
+classes and recomputes any file that is corrupt or foreign, and the final file is assembled (and written
 atomically) only when every class is done.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import resource
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from ..paths import check_writable_file
 from ..picks import FORMAT, FORMAT_VERSION, Fingerprint
 from ..strategies.dream import KMeansOptions
+from .resume import class_file as _class_file
+from .resume import discard_untrusted, load_class, open_partial, save_class
 
 logger = logging.getLogger("dream_plugin")
 
 _PARTIAL_SUFFIX = ".partial"
-_MANIFEST = "manifest.json"
 
 
 def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
@@ -52,10 +54,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def _class_file(d: Path, c: int) -> Path:
-    return d / f"class_{c:06d}.pt"
 
 
 def _cluster_class(feats: torch.Tensor, c: int, ks: tuple[int, ...], seed: int, km: KMeansOptions,
@@ -94,6 +92,8 @@ class PrecomputeReport:
     seconds: float
     peak_rss_mib: float
     feature_dim: int
+    discarded: list[str] = field(default_factory=list)
+    """Class files of the interrupted run that were corrupt or foreign: named, deleted and recomputed."""
 
 
 def _peak_rss_mib() -> float:
@@ -111,29 +111,6 @@ def _check_job(fingerprint: Fingerprint, ks: tuple[int, ...], out_p: Path, seed:
             f"class {c} has {s} items, fewer than K={max(ks)} ({len(small)} class(es) too small); "
             f"use K <= {min(s for _, s in small)}"
         )
-
-
-def _open_partial(d: Path, job: dict[str, Any], restart: bool) -> None:
-    """Create ``d`` with the job's manifest, or check that the interrupted run there is this job."""
-    if d.exists() and restart:
-        shutil.rmtree(d)
-    if d.exists():
-        manifest = d / _MANIFEST
-        try:
-            old = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            old = None
-        if old != json.loads(json.dumps(job)):
-            diffs = [key for key in job if old is None or json.loads(json.dumps(job[key])) != old.get(key)]
-            raise ValueError(
-                f"{str(d)!r} holds an interrupted run of a different job (differs in: {', '.join(diffs) or 'manifest'}); "
-                "delete it or pass --restart (restart=True) to start over"
-            )
-    else:
-        d.mkdir(parents=True)
-        tmp = d / f".{_MANIFEST}.tmp"
-        tmp.write_text(json.dumps(job, indent=1))
-        os.replace(tmp, d / _MANIFEST)
 
 
 def _compute_missing(features_of: Callable[[int], torch.Tensor], fingerprint: Fingerprint, d: Path,
@@ -160,7 +137,7 @@ def _compute_missing(features_of: Callable[[int], torch.Tensor], fingerprint: Fi
                 )
             result = _cluster_class(feats, c, ks, seed, kmeans, save_centroids)
             del feats
-            _atomic_save(result, _class_file(d, c))
+            save_class(d, c, result)  # atomic, and its checksum recorded in the manifest
             bar.update(1)
     finally:
         bar.close()
@@ -175,7 +152,7 @@ def _assemble(d: Path, fingerprint: Fingerprint, ks: tuple[int, ...], save_centr
     centroids: dict[int, torch.Tensor] | None = {} if save_centroids else None
     dim = None
     for c in range(fingerprint.num_classes):
-        part = torch.load(_class_file(d, c), map_location="cpu", weights_only=True)
+        part = load_class(d, c)
         if part.get("pool_size") != fingerprint.pool_sizes[c] or dim not in (None, part["feature_dim"]):
             raise ValueError(f"{str(_class_file(d, c))!r} does not belong to this job; delete {str(d)!r} and rerun")
         dim = part["feature_dim"]
@@ -214,12 +191,14 @@ def run_precompute(
     ks = _check_ks(ks)
     out_p = Path(out)
     _check_job(fingerprint, ks, out_p, seed)
+    check_writable_file(out_p, "out (--out)")
     out_p.parent.mkdir(parents=True, exist_ok=True)
     job = {"format": FORMAT, "version": FORMAT_VERSION, "fingerprint": fingerprint.as_dict(), "ks": list(ks),
            "seed": seed, "kmeans": dataclasses.asdict(kmeans), "save_centroids": save_centroids,
            "source": dict(source or {})}
     d = partial_dir(out_p)
-    _open_partial(d, job, restart)
+    open_partial(d, job, restart)
+    discarded = discard_untrusted(d, fingerprint.num_classes)
     computed, reused = _compute_missing(features_of, fingerprint, d, ks, seed, kmeans, save_centroids, progress)
     tensors = _assemble(d, fingerprint, ks, save_centroids)
     data = {
@@ -229,4 +208,4 @@ def run_precompute(
     _atomic_save(data, out_p)
     shutil.rmtree(d)
     return PrecomputeReport(str(out_p), fingerprint.num_classes, computed, reused, time.perf_counter() - start,
-                            _peak_rss_mib(), tensors["feature_dim"])
+                            _peak_rss_mib(), tensors["feature_dim"], discarded)
