@@ -66,19 +66,19 @@ def test_expert_batches_are_optional_and_follow_the_switch():
     host_loader = DataLoader(TensorDataset(x, y), batch_size=12, shuffle=True)
     teacher = [FeaturesNet()]
     sel = make_selector("dream")
-    batches = RepresentativeBatches(TensorDataset(x, y), 12, net=lambda: teacher[0], selector=sel, fallback=host_loader)
+    batches = RepresentativeBatches(TensorDataset(x, y), 12, net=lambda: teacher[0], selector=sel, host_sampler=host_loader)
     assert len(batches) == 5
     assert train_expert(teacher[0], batches) == 5
     assert sel.records and all(r.strategy == "dream" and r.embed_source.startswith("live network FeaturesNet")
                                for r in sel.records)
     # random arm: the host's own loader, untouched
     rnd_sel = make_selector("random")
-    rnd = RepresentativeBatches((x, y), 12, net=lambda: teacher[0], selector=rnd_sel, fallback=host_loader)
+    rnd = RepresentativeBatches((x, y), 12, net=lambda: teacher[0], selector=rnd_sel, host_sampler=host_loader)
     torch.manual_seed(5)
     mine = [b[1] for b in rnd]
     torch.manual_seed(5)
     theirs = [b[1] for b in host_loader]
     assert all(torch.equal(a, b) for a, b in zip(mine, theirs)) and len(mine) == len(theirs)
     # each host batch is recorded (class -1: every class in one batch), so both arms show up
-    assert [(r.class_id, r.n, r.answered_by, r.pool_size) for r in rnd_sel.records] == [(-1, 12, "host loader", 60)] * 5
+    assert [(r.class_id, r.n, r.answered_by, r.pool_size) for r in rnd_sel.records] == [(-1, 12, "host sampler", 60)] * 5
     assert all(r.kind == "match" and "host's own loader" in r.note for r in rnd_sel.records)
