@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import torch
 
+from dream_plugin.observers import attach
 from dream_plugin.selector import Selector
 
 from .network import NetworkSource
@@ -25,10 +26,13 @@ random arm *is* the host's own random draw, so it stays bit-identical to the unm
 
 
 def default_selector(selector: Selector | None) -> Selector:
+    """The adapter's selector (default: from $DREAM_PLUGIN_CONFIG / environment), with the shipped
+    observers its settings switch on attached (records file, logging summary; see dream_plugin.observers)."""
     if selector is None:
-        return Selector()
-    if not isinstance(selector, Selector):
+        selector = Selector()
+    elif not isinstance(selector, Selector):
         raise TypeError(f"selector must be a dream_plugin.Selector, got {type(selector).__name__}")
+    attach(selector)
     return selector
 
 

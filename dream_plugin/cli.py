@@ -14,6 +14,8 @@ from .manager import PluginError, build_plugin_manager, collect_strategies
 from .ab.cli import add_ab_parser
 from .export import add_export_parser
 from .precompute import add_precompute_parser
+from .records_cli import add_records_parser
+from .integrate.cli import add_integrate_parser
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_ab_parser(sub)
     add_precompute_parser(sub)
     add_export_parser(sub)
+    add_records_parser(sub)
+    add_integrate_parser(sub)
     return parser
 
 
