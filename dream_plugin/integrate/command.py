@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .patch import IntegrateError, apply_plan, notes_for, plan, status
-from .recipes import RECIPES, Recipe
+from .recipes import BEGIN, RECIPES, Recipe
 
 __all__ = ["add_parser", "recognise", "run"]
 
@@ -22,9 +22,10 @@ def recognise(root: Path) -> list[tuple[Recipe, Path, str]]:
         if not path.is_file() or path.name != Path(recipe.file).name:
             continue
         text = path.read_bytes().decode("utf-8", errors="replace")
-        if all(re.search(p, text, flags=re.M) for p in recipe.recognise) and not any(
+        marked = f"{BEGIN} ({recipe.host}" in text  # integrated already: its call sites read differently now
+        if marked or (all(re.search(p, text, flags=re.M) for p in recipe.recognise) and not any(
             re.search(p, text, flags=re.M) for p in recipe.reject
-        ):
+        )):
             found.append((recipe, path, text))
     return found
 
@@ -54,6 +55,7 @@ def run(root: Path, *, mode: str = "diff", out: Any = None, err: Any = None) -> 
     except IntegrateError as exc:  # nothing is written unless every file can be changed
         print(f"dream-plugin integrate: refused: {exc}", file=err)
         return 2
+    warned: set[str] = set()
     for p in plans:
         if not p.changed:
             print(f"{p.path}: {p.recipe.host}: already integrated, nothing to do", file=out)
@@ -63,7 +65,9 @@ def run(root: Path, *, mode: str = "diff", out: Any = None, err: Any = None) -> 
         else:
             out.write(p.diff(base))
         for note in notes_for(p.recipe, base):
-            print(f"warning: {note}", file=err)
+            if note not in warned:
+                warned.add(note)
+                print(f"warning: {note}", file=err)
     if mode == "diff" and any(p.changed for p in plans):
         print("(nothing written; run again with --apply to write this change)", file=err)
     return 0

@@ -52,15 +52,20 @@ def _indent(line: str) -> str:
 
 def status(recipe: Recipe, text: str) -> str:
     """``integrated``, ``not integrated`` or ``partly integrated`` (some of the change is there)."""
-    done = [f"{BEGIN} ({recipe.host}" in text and END in text]
+    block = f"{BEGIN} ({recipe.host}" in text and END in text
+    complete, some = [block], [block]
     if recipe.call_sites:
-        done.append(all(new in text for _, new, _ in recipe.call_sites))
+        marked = [new in text for _, new, _ in recipe.call_sites]
+        complete.append(all(marked))
+        some.append(any(marked))
     if recipe.replace_region is not None:
-        done.append(recipe.replace_region[2][0] in text)
+        region = recipe.replace_region[2][0] in text
+        complete.append(region)
+        some.append(region)
     old_sites = [old for old, _, _ in recipe.call_sites if old in text]
-    if all(done) and not old_sites:
+    if all(complete) and not old_sites:
         return "integrated"
-    if not any(done):
+    if not any(some):
         return "not integrated"
     return "partly integrated"
 

@@ -172,7 +172,7 @@ RECIPES: tuple[Recipe, ...] = (
     ),
     Recipe(
         host="dream", file="condense.py",
-        recognise=(r"NEW_Strategy\(img, model\)", r"^\s*nclass = trainset\.nclass\s*$", r"ot % args\.interval == 0"),
+        recognise=(r"NEW_Strategy\(", r"^\s*nclass = trainset\.nclass\s*$", r"ot % args\.interval == 0"),
         reject=(),
         anchor=r"^\s*nclass = trainset\.nclass\s*$", after_body=False,
         block=(
