@@ -161,8 +161,10 @@ def notes_for(recipe: Recipe, root: Path) -> list[str]:
         if not f.is_file():
             continue
         pattern = re.compile(note.pattern)
-        numbers = [str(n) for n, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
-                   if pattern.search(line)]
+        text = f.read_text(encoding="utf-8", errors="replace")
+        if note.unless and re.search(note.unless, text):
+            continue
+        numbers = [str(n) for n, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
         if numbers:
             out.append(f"{note.file}:{','.join(numbers)}: {note.message}")
     return out

@@ -24,6 +24,8 @@ class Note:
     file: str
     pattern: str
     message: str
+    unless: str = ""
+    """A regex that, found anywhere in the file, means the issue is dealt with (no warning)."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ _MTT_NOTES = (
          "on CPU `.cpu()` returns the live tensor, so every expert snapshot aliases the current weights: the trajectory "
          "is constant and distill.py's loss is inf; add `.clone()` to the snapshot"),
     Note("utils.py", r"exit\('unknown dataset",
-         "get_dataset has no MNIST branch (CIFAR10, Tiny, ImageNet, CIFAR100 only): `--dataset MNIST` exits here"),
+         "get_dataset has no MNIST branch (CIFAR10, Tiny, ImageNet, CIFAR100 only): `--dataset MNIST` exits here",
+         unless=r"dataset == 'MNIST'"),
     Note("networks.py", r"out = out\.view\(out\.size\(0\), -1\)",
          "torch 2: `.view` on a non-contiguous (DSA-augmented) batch fails; change it to `.reshape`"),
     Note("utils.py", r"(\w+)\[:\] = \1\[0\](?!\.clone)",
