@@ -138,3 +138,11 @@ def test_records_summary_on_a_known_file(tmp_path, capsys):
     assert main(["records", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[2]["answered_by"] == ["host sampler"]
     assert main(["records", str(tmp_path / "absent.jsonl")]) == 2
+
+
+def test_observe_environment_overrides_are_validated():
+    from dream_plugin.config import ConfigError
+
+    assert load_settings(environ={"DREAM_LOG": "INFO"}).observe.log == "info"
+    with pytest.raises(ConfigError, match="DREAM_LOG: 'loud' is not allowed; expected off, info or debug"):
+        load_settings(environ={"DREAM_LOG": "loud"})
