@@ -9,7 +9,8 @@ returns ``n`` random images of class ``c``. The same function answers three kind
 * ``bn``    -- DC/DSA with BatchNorm networks: a small batch (n = 16) that only sets BN statistics.
 
 :class:`GetImagesAdapter` keeps the host's function: when the configured strategy for a call's
-kind is ``random`` (or ``host``, the default for BN batches) it calls the original unchanged, so
+kind is ``random`` (or ``host``, the default for BN batches) it calls the host sampler (the
+host's own function, ``.host_sampler``) unchanged, so
 the A/B random arm *is* the host's code path (same numpy RNG draws). Otherwise it asks the
 selector (DREAM: k-means in the live network's embedding space) and returns
 ``images_all[chosen indices]``: exactly n rows, the host's device and dtype. Either way the call is
@@ -80,8 +81,9 @@ class GetImagesAdapter:
         A :class:`dream_plugin.Selector`; default: one built from $DREAM_PLUGIN_CONFIG and the
         environment (``DREAM_STRATEGY`` is the A/B switch).
     init_n, bn_n, match_n:
-        Sizes that identify ``init`` calls (ipc), ``bn`` calls (16 in DC/DSA) and, optionally,
-        ``match`` calls (batch_real, only used to detect clashes at construction).
+        Sizes of ``init`` calls (ipc), ``bn`` calls (16 in DC/DSA) and ``match`` calls (batch_real);
+        used only for plain (unmarked) calls. ``match_n`` lets the adapter see that a BN-sized
+        call may also be a matching batch (then it is ambiguous, not silently ``bn``).
     kind:
         Fix the kind of every plain call (e.g. ``"init"`` for MTT, which calls get_images only to
         initialise); ``init_n`` / ``bn_n`` are then ignored by ``__call__``.

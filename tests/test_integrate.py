@@ -236,3 +236,14 @@ def test_recipes_cover_every_documented_host():
     assert {r.host for r in recipes_for()} == {"dc-dsa", "dm", "mtt", "idc", "dream"}
     for r in recipes_for():
         assert (Path(__file__).resolve().parents[1] / r.doc).is_file()
+
+
+def test_each_host_doc_shows_the_change_integrate_writes():
+    """The by-hand change in docs/hosts/*.md is the recipe's block, line for line (no drift)."""
+    root = Path(__file__).resolve().parents[1]
+    for r in recipes_for():
+        text = (root / r.doc).read_text()
+        for line in r.block:
+            assert line.strip() in text, (r.doc, line)
+        for old, new, _ in r.call_sites:
+            assert f"`{new}`" in text or new in text, (r.doc, new)
