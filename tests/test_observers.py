@@ -146,3 +146,39 @@ def test_observe_environment_overrides_are_validated():
     assert load_settings(environ={"DREAM_LOG": "INFO"}).observe.log == "info"
     with pytest.raises(ConfigError, match="DREAM_LOG: 'loud' is not allowed; expected off, info or debug"):
         load_settings(environ={"DREAM_LOG": "loud"})
+
+
+def test_tensorboard_and_wandb_observers_log_scalars(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    scalars, logged = [], []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+    tb = types.ModuleType("torch.utils.tensorboard")
+    tb.SummaryWriter = FakeWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", tb)
+    wandb = types.ModuleType("wandb")
+    wandb.run = object()
+    wandb.log = lambda data, commit=False: logged.append(data)
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    pm = build_plugin_manager(PluginSettings(autoload=False))
+    sel = Selector(parse_settings({"observe": {"tensorboard": str(tmp_path / "tb"), "wandb": True}}), plugin_manager=pm)
+    names = attach(sel)
+    assert any(n.startswith("dream_plugin.observers.tensorboard:") for n in names)
+    assert "dream_plugin.observers.wandb" in names
+    sel.record_host_call("match", 0, 4, 0.25)
+    feats = torch.randn(12, 3)
+    sel.select(0, 2, torch.arange(12), lambda p: feats[p], embed=lambda x: x)
+    assert ("dream/match/dream/seconds", 0.25, 0) in scalars
+    assert any(t == "dream/match/dream/inertia" for t, _, _ in scalars)
+    assert logged[0] == {"dream/match/dream/seconds": 0.25, "dream/match/dream/reclustered": 0}
+    wandb.run = None  # no active run: nothing is logged
+    sel.record_host_call("match", 0, 4, 0.5)
+    assert len(logged) == 2
