@@ -7,24 +7,37 @@ from typing import Any, Callable
 
 import torch
 
+from dream_plugin.observers import attach
 from dream_plugin.selector import Selector
 
 from .network import NetworkSource
 
+HOST_SAMPLER = "host sampler"
+"""The one word for the host's own sampler (its ``get_images``, its class loader, its DataLoader).
+
+Every adapter keeps it as ``.host_sampler`` and records its answers with ``answered_by=HOST_SAMPLER``
+(a ``note`` says why when it is not the A/B random arm, e.g. a whole-class fetch)."""
+
 HOST_ARMS = ("random", "host")
-"""Strategy names for which an adapter calls the host's original sampler unchanged."""
+"""Strategy names the host sampler answers, in every adapter that wraps one: ``random`` (the A/B
+random arm *is* the host's own random draw, so it stays bit-identical to the unmodified host) and
+``host`` (BN batches under ``bn_batch: host``). Only adapters that wrap no host sampler
+(``ClassSampler``, ``RepresentativeBatchSampler``) answer ``random`` with ``RandomStrategy``."""
 
 
 def default_selector(selector: Selector | None) -> Selector:
+    """The adapter's selector (default: from $DREAM_PLUGIN_CONFIG / environment), with the shipped
+    observers its settings switch on attached (records file, logging summary; see dream_plugin.observers)."""
     if selector is None:
-        return Selector()
-    if not isinstance(selector, Selector):
+        selector = Selector()
+    elif not isinstance(selector, Selector):
         raise TypeError(f"selector must be a dream_plugin.Selector, got {type(selector).__name__}")
+    attach(selector)
     return selector
 
 
 def uses_host(selector: Selector, kind: str) -> bool:
-    """True when the host's own sampler answers calls of ``kind`` (the A/B random arm, or BN batches)."""
+    """True when the host sampler answers calls of ``kind`` (the A/B random arm, or BN batches)."""
     return selector.strategy_name(kind) in HOST_ARMS
 
 
@@ -46,9 +59,9 @@ def check_class_n(c: Any, n: Any) -> tuple[int, int]:
 
 def host_call(
     selector: Selector, kind: str, c: int, n: int, pool_size: int, fn: Callable[[], Any],
-    answered_by: str = "host sampler", note: str = "",
+    answered_by: str = HOST_SAMPLER, note: str = "",
 ) -> Any:
-    """Run the host's own sampler and record it (observers see both arms, and pass-through fetches)."""
+    """Run the host sampler and record it (observers see both arms, and pass-through fetches)."""
     start = time.perf_counter()
     out = fn()
     selector.record_host_call(

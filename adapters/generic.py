@@ -3,8 +3,8 @@
 For codebases without a ``get_images``-style function or an IDC class loader:
 
 * :func:`make_class_sampler` turns an image tensor plus labels into ``sampler(c, n) -> images``
-  answered by the configured strategy (``random`` here is the selector's own seeded sampler, since
-  there is no host sampler to fall back to);
+  answered by the configured strategy (this adapter wraps no host sampler, so ``random`` here is
+  ``RandomStrategy``, the selector's seeded uniform draw, recorded as ``strategy:random``);
 * :class:`RepresentativeBatchSampler` is a ``torch.utils.data.Sampler`` of index lists, usable as
   ``DataLoader(dataset, batch_sampler=RepresentativeBatchSampler(...))``: every batch holds
   ``n_per_class`` images of each class, chosen per class by the configured strategy.

@@ -9,32 +9,43 @@ returns ``n`` random images of class ``c``. The same function answers three kind
 * ``bn``    -- DC/DSA with BatchNorm networks: a small batch (n = 16) that only sets BN statistics.
 
 :class:`GetImagesAdapter` keeps the host's function: when the configured strategy for a call's
-kind is ``random`` (or ``host``, the default for BN batches) it calls the original unchanged, so
+kind is ``random`` (or ``host``, the default for BN batches) it calls the host sampler (the
+host's own function, ``.host_sampler``) unchanged, so
 the A/B random arm *is* the host's code path (same numpy RNG draws). Otherwise it asks the
 selector (DREAM: k-means in the live network's embedding space) and returns
 ``images_all[chosen indices]``: exactly n rows, the host's device and dtype. Either way the call is
 recorded and sent to ``selection_done`` observers.
 
-Telling the kinds apart: the host passes only ``(c, n)``, so ``__call__`` infers the kind from
-``n``: ``n == init_n`` is ``init``, ``n == bn_n`` is ``bn``, anything else is ``match``. When two
-kinds could share a size (``init_n == bn_n``, or ``match_n`` equal to one of them) the
-constructor refuses; and a second ``init``-sized call for the same class (which a host only makes
-when its matching batch has the same size as ipc) raises at that call. Then call
-``.init(c, n)`` / ``.match(c, n)`` / ``.bn(c, n)`` explicitly, or pass ``kind=`` to fix the kind of
-every call (MTT: ``kind="init"``).
+Telling the kinds apart: the host passes only ``(c, n)``. Calls marked at their call sites
+(``.init(c, n)`` / ``.match(c, n)`` / ``.bn(c, n)``, which ``dream-plugin integrate`` writes) are
+never guessed. A plain call's kind is inferred only where it cannot be confused:
+
+* ``init`` -- ``n == init_n`` while the host has not built a new network since the adapter was
+  made (DC/DSA/DM initialise before the first ``get_network`` of the experiment; the adapter is
+  re-made per experiment, so the previous experiment's stale network does not count);
+* ``bn`` -- ``n == bn_n`` and the live network has a BatchNorm layer (DC/DSA send those batches
+  only then; a plain ConvNet with ``--batch_real 16`` is therefore just ``match``);
+* ``match`` -- everything else.
+
+When a plain call still fits two kinds (a BN model with ``--batch_real 16``), the random arm does
+not care: the host sampler answers every kind, unchanged. Only an arm that answers those kinds
+differently (dream for matching, the host for BN batches) raises :class:`AmbiguousCallError` at
+that call, naming the explicit methods. ``kind=`` fixes the kind of every call (MTT: ``"init"``).
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
 
 from dream_plugin.inputs import check_pool_not_empty
 from dream_plugin.requests import CALL_KINDS
 from dream_plugin.selector import Selector
 
-from ._common import check_class_n, default_selector, host_call, select_positions, uses_host
+from ._common import HOST_SAMPLER, check_class_n, default_selector, host_call, select_positions, uses_host
 from .network import NetworkSource, NoNetworkError
 
 __all__ = ["GetImagesAdapter", "wrap_get_images", "AmbiguousCallError"]
@@ -71,8 +82,9 @@ class GetImagesAdapter:
         A :class:`dream_plugin.Selector`; default: one built from $DREAM_PLUGIN_CONFIG and the
         environment (``DREAM_STRATEGY`` is the A/B switch).
     init_n, bn_n, match_n:
-        Sizes that identify ``init`` calls (ipc), ``bn`` calls (16 in DC/DSA) and, optionally,
-        ``match`` calls (batch_real, only used to detect clashes at construction).
+        Sizes of ``init`` calls (ipc), ``bn`` calls (16 in DC/DSA) and ``match`` calls (batch_real);
+        used only for plain (unmarked) calls. ``match_n`` lets the adapter see that a BN-sized
+        call may also be a matching batch (then it is ambiguous, not silently ``bn``).
     kind:
         Fix the kind of every plain call (e.g. ``"init"`` for MTT, which calls get_images only to
         initialise); ``init_n`` / ``bn_n`` are then ignored by ``__call__``.
@@ -113,17 +125,7 @@ class GetImagesAdapter:
             if isinstance(v, bool) or not hasattr(v, "__index__") or int(v) < 1:
                 raise TypeError(f"{name} must be a positive int or None, got {v!r}")
             sizes[name] = int(v)
-        if kind is None:
-            names = list(sizes)
-            for i, a in enumerate(names):
-                for b in names[i + 1:]:
-                    if sizes[a] == sizes[b]:
-                        raise AmbiguousCallError(
-                            f"{a} == {b} == {sizes[a]}: get_images(c, {sizes[a]}) could be either kind of call; "
-                            "call .init(c, n) / .match(c, n) / .bn(c, n) explicitly at those call sites, "
-                            "or pass kind= to fix the kind of every call"
-                        )
-        self.get_images_original = get_images
+        self.host_sampler = get_images
         self.images_all = images_all
         self.indices_class = indices_class
         self.selector = default_selector(selector)
@@ -134,29 +136,86 @@ class GetImagesAdapter:
         self.kind = kind
         self._pools: dict[int, torch.Tensor] = {}
         self._inferred_init: set[int] = set()
+        self._net_at_start = self._live_ref()
 
     # -- the host's call --------------------------------------------------------------------------
+    @property
+    def get_images_original(self) -> Callable[[int, int], torch.Tensor]:
+        """The host sampler (older name of :attr:`host_sampler`)."""
+        return self.host_sampler
+
     def __call__(self, c: int, n: int) -> torch.Tensor:
         c, n = check_class_n(c, n)
-        kind = self.infer_kind(c, n)
-        return self._get(kind, c, n, inferred=self.kind is None)
+        kinds = self.candidate_kinds(c, n)
+        if len(kinds) > 1:
+            answerers = {self._answerer(k) for k in kinds}
+            if answerers != {HOST_SAMPLER}:
+                raise AmbiguousCallError(
+                    f"get_images({c}, {n}) could be {_either(kinds)} call (" + self._sizes_text(n) + "), and "
+                    f"this arm answers them differently ({', '.join(f'{k}: {self._answerer(k)}' for k in kinds)}); "
+                    "mark the call sites with get_images.init(c, n) / .match(c, n) / .bn(c, n) "
+                    "(`dream-plugin integrate PATH --apply` does it), or pass kind= to fix the kind of every call"
+                )
+            kind = kinds[0]
+            return self._get(kind, c, n, inferred=True, note=f"kind not told apart ({' or '.join(kinds)}); "
+                             "the host sampler answers both")
+        if kinds[0] == "init" and self.kind is None:
+            self._inferred_init.add(c)
+        return self._get(kinds[0], c, n, inferred=self.kind is None)
+
+    def candidate_kinds(self, c: int, n: int) -> list[str]:
+        """The kinds a plain ``(c, n)`` call may be (one, unless it cannot be told apart)."""
+        if self.kind is not None:
+            return [self.kind]
+        kinds = []
+        if self.init_n == n and self._before_training(c):
+            if self.source.has_live_lookup:  # no network built yet: matching has not started
+                return ["init"]
+            kinds.append("init")
+        if self.bn_n == n and self._live_has_batchnorm() is not False:
+            kinds.append("bn")
+        if self.match_n == n or not kinds:
+            kinds.append("match")
+        return kinds
 
     def infer_kind(self, c: int, n: int) -> str:
-        """The kind of a plain ``(c, n)`` call (see the module docstring)."""
-        if self.kind is not None:
-            return self.kind
-        if self.init_n is not None and n == self.init_n:
-            if c in self._inferred_init:
-                raise AmbiguousCallError(
-                    f"get_images({c}, {n}) has n == init_n == {n} for class {c} a second time: a matching "
-                    "batch of the same size as ipc cannot be told apart from initialisation; call "
-                    ".init(c, n) and .match(c, n) explicitly (or pass kind=)"
-                )
-            self._inferred_init.add(c)
-            return "init"
-        if self.bn_n is not None and n == self.bn_n:
-            return "bn"
-        return "match"
+        """The kind of a plain ``(c, n)`` call; raises :class:`AmbiguousCallError` when it fits several."""
+        kinds = self.candidate_kinds(c, n)
+        if len(kinds) > 1:
+            raise AmbiguousCallError(f"get_images({c}, {n}) could be {_either(kinds)} call ({self._sizes_text(n)})")
+        return kinds[0]
+
+    def _sizes_text(self, n: int) -> str:
+        names = [f"{name} == {n}" for name, v in (("init_n", self.init_n), ("bn_n", self.bn_n), ("match_n", self.match_n))
+                 if v == n]
+        return ", ".join(names) or f"n == {n}"
+
+    def _answerer(self, kind: str) -> str:
+        return HOST_SAMPLER if uses_host(self.selector, kind) else f"strategy:{self.selector.strategy_name(kind)}"
+
+    def _live_ref(self) -> Any:
+        try:
+            live = self.source.live()
+        except TypeError:
+            return None
+        return weakref.ref(live) if live is not None else None
+
+    def _before_training(self, c: int) -> bool:
+        """No network built since the adapter was made (or, without ``net=``, the class's first init-sized call)."""
+        if self.source.has_live_lookup:
+            live = self.source.live()
+            if live is None:
+                return True
+            return self._net_at_start is not None and self._net_at_start() is live
+        return c not in self._inferred_init
+
+    def _live_has_batchnorm(self) -> bool | None:
+        """Whether the live network has a BatchNorm layer (None: no live network to look at)."""
+        live = self.source.live() if self.source.has_live_lookup else None
+        if live is None:
+            return None
+        return any(isinstance(m, nn.modules.batchnorm._NormBase) and not isinstance(m, nn.modules.instancenorm._InstanceNorm)
+                   for m in live.modules())
 
     def init(self, c: int, n: int | None = None) -> torch.Tensor:
         """Images to initialise class ``c`` of the synthetic set (n defaults to init_n)."""
@@ -203,10 +262,10 @@ class GetImagesAdapter:
             self._pools[c] = pool
         return pool
 
-    def _get(self, kind: str, c: int, n: int, *, inferred: bool) -> torch.Tensor:
+    def _get(self, kind: str, c: int, n: int, *, inferred: bool, note: str = "") -> torch.Tensor:
         if uses_host(self.selector, kind):
             return host_call(
-                self.selector, kind, c, n, self._pool_size(c), lambda: self.get_images_original(c, n)
+                self.selector, kind, c, n, self._pool_size(c), lambda: self.host_sampler(c, n), note=note
             )
         pool = self.pool(c)
         images = self.images_all
@@ -237,6 +296,11 @@ class GetImagesAdapter:
         self.selector.reset()
         self.source.reset()
         self._inferred_init.clear()
+        self._net_at_start = self._live_ref()
+
+
+def _either(kinds: list[str]) -> str:
+    return " or ".join(("an " if k == "init" else "a ") + k for k in kinds)
 
 
 def wrap_get_images(

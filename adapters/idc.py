@@ -114,8 +114,13 @@ class ClassLoaderAdapter:
     # -- proxying ---------------------------------------------------------------------------------
     @property
     def loader(self) -> Any:
-        """The wrapped host loader."""
+        """The wrapped host loader (the host sampler: its ``class_sample`` answers the random arm)."""
         return object.__getattribute__(self, "_loader")
+
+    @property
+    def host_sampler(self) -> Any:
+        """The host sampler, as every adapter names it: here the wrapped loader."""
+        return self.loader
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_loader":
@@ -154,7 +159,7 @@ class ClassLoaderAdapter:
         if size is not None and k == size:  # whole class: a fetch, not a selection (recorded as such)
             return host_call(
                 self.selector, kind, c, k, size, lambda: self.loader.class_sample(c, ipc),
-                answered_by="host loader", note="whole class: n equals the class size, nothing to select",
+                note="whole class: n equals the class size, nothing to select",
             )
         return self._answer(kind, c, k, given, ipc)
 

@@ -9,8 +9,8 @@ images, before any network exists, so :func:`wrap_mtt_get_images` fixes every ca
 set, consumed only by iterating it. :class:`RepresentativeBatches` is an *optional* replacement:
 an iterable of ``(images, labels)`` batches, class-balanced, each class's part chosen by the
 configured strategy with the expert being trained right now. It is off by default: unless you
-swap it in, the experts train on the host's own DataLoader. Give ``fallback=trainloader`` to keep
-the A/B switch in the config: with the ``random`` strategy it simply iterates the host's loader.
+swap it in, the experts train on the host's own DataLoader. Give ``host_sampler=trainloader`` to
+keep the A/B switch in the config: with the ``random`` strategy it simply iterates the host's loader.
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ class RepresentativeBatches:
         A :class:`dream_plugin.Selector` (default: from $DREAM_PLUGIN_CONFIG / environment).
     num_batches:
         Batches per pass (an epoch); default: as many as a DataLoader over the data would give.
-    fallback:
-        The host's own loader; iterated instead when the strategy for matching is ``random``.
+    host_sampler:
+        The host sampler (the host's own DataLoader); iterated unchanged when the strategy for
+        matching is ``random``. ``fallback=`` is the older name of this argument.
     embed_fn, normalize:
         As for the other adapters.
     """
@@ -91,6 +92,7 @@ class RepresentativeBatches:
         net: Any,
         selector: Selector | None = None,
         num_batches: int | None = None,
+        host_sampler: Any = None,
         fallback: Any = None,
         embed_fn: Callable[..., torch.Tensor] | None = None,
         normalize: Any = None,
@@ -107,7 +109,9 @@ class RepresentativeBatches:
             num_batches = max(1, -(-images.shape[0] // int(batch_size)))
         self.images = images
         self.labels = labels
-        self.fallback = fallback
+        if host_sampler is not None and fallback is not None:
+            raise TypeError("give host_sampler= (or its older name fallback=), not both")
+        self.host_sampler = host_sampler if host_sampler is not None else fallback
         self.selector = default_selector(selector)
         self.sampler = RepresentativeBatchSampler(
             labels, n_per_class, dataset_images=images, net=net, selector=self.selector,
@@ -115,12 +119,12 @@ class RepresentativeBatches:
         )
 
     def __len__(self) -> int:
-        if self.fallback is not None and uses_host(self.selector, "match"):
-            return len(self.fallback)
+        if self.host_sampler is not None and uses_host(self.selector, "match"):
+            return len(self.host_sampler)
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.fallback is not None and uses_host(self.selector, "match"):
+        if self.host_sampler is not None and uses_host(self.selector, "match"):
             yield from self._host_batches()
             return
         for batch in self.sampler:
@@ -128,8 +132,8 @@ class RepresentativeBatches:
             yield self.images[idx.to(self.images.device)], self.labels[idx]
 
     def _host_batches(self) -> Iterator[Any]:
-        """The host loader's batches, untouched, each recorded (class_id -1: a batch of every class)."""
-        batches = iter(self.fallback)
+        """The host sampler's batches, untouched, each recorded (class_id -1: a batch of every class)."""
+        batches = iter(self.host_sampler)
         while True:
             start = time.perf_counter()
             try:
@@ -138,10 +142,15 @@ class RepresentativeBatches:
                 return
             n = _batch_size(batch)
             self.selector.record_host_call(
-                "match", -1, n, time.perf_counter() - start, answered_by="host loader",
+                "match", -1, n, time.perf_counter() - start,
                 pool_size=int(self.labels.numel()), note="expert-training batch from the host's own loader",
             )
             yield batch
+
+    @property
+    def fallback(self) -> Any:
+        """Older name of :attr:`host_sampler`."""
+        return self.host_sampler
 
     @property
     def records(self) -> list:

@@ -129,6 +129,11 @@ class NetworkSource:
         self._cache: tuple[int, str, ResolvedNetwork] | None = None
 
     @property
+    def has_live_lookup(self) -> bool:
+        """True when ``net`` is a lookup (``lambda: net``) that can show a newly built network."""
+        return self._net is not None and not isinstance(self._net, nn.Module)
+
+    @property
     def has_factory(self) -> bool:
         return self._factory is not None
 

@@ -20,6 +20,8 @@ from .diagnose.cli import add_diagnose_parser
 from .ab.output import OutputError
 from .export import add_export_parser
 from .precompute import add_precompute_parser
+from .records_cli import add_records_parser
+from .integrate.cli import add_integrate_parser
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -130,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_diagnose_parser(sub)
     add_precompute_parser(sub)
     add_export_parser(sub)
+    add_records_parser(sub)
+    add_integrate_parser(sub)
     return parser
 
 

@@ -24,6 +24,8 @@ ENV_STRATEGY = "DREAM_STRATEGY"
 ENV_INIT_STRATEGY = "DREAM_INIT_STRATEGY"
 ENV_SEED = "DREAM_SEED"
 ENV_DISABLE_AUTOLOAD = "DREAM_PLUGIN_DISABLE_AUTOLOAD"
+ENV_RECORDS = "DREAM_RECORDS"
+ENV_LOG = "DREAM_LOG"
 
 
 class ConfigError(ValueError):
@@ -75,6 +77,20 @@ class DistributedSettings:
 
 
 @dataclass(frozen=True)
+class ObserveSettings:
+    """Shipped observers of every SelectionRecord (see docs/configuration.md, "Seeing what was selected")."""
+
+    records: str = ""
+    """JSON-lines file every record is appended to ('' = off; '{rank}' becomes $RANK). Env: DREAM_RECORDS."""
+    log: Literal["off", "info", "debug"] = "off"
+    """Print the logging summary of each re-selection to stderr at this level. Env: DREAM_LOG."""
+    tensorboard: str = ""
+    """TensorBoard log directory ('' = off; used only when the tensorboard package is installed)."""
+    wandb: bool = False
+    """Log to the active wandb run (used only when wandb is installed and a run is active)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration of one selector."""
 
@@ -92,6 +108,8 @@ class Settings:
     plugins: PluginSettings = field(default_factory=PluginSettings)
     distributed: DistributedSettings = field(default_factory=DistributedSettings)
     """Rank consistency under torch.distributed (see docs/scale.md)."""
+    observe: ObserveSettings = field(default_factory=ObserveSettings)
+    """Shipped observers: records file, logging summary, TensorBoard / wandb."""
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -306,7 +324,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def apply_env(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
     """Apply environment overrides: DREAM_STRATEGY (the A/B switch), DREAM_INIT_STRATEGY, DREAM_SEED,
-    DREAM_PLUGIN_DISABLE_AUTOLOAD."""
+    DREAM_RECORDS, DREAM_LOG, DREAM_PLUGIN_DISABLE_AUTOLOAD."""
     env = os.environ if environ is None else environ
     changes: dict[str, Any] = {}
     if env.get(ENV_STRATEGY):
@@ -318,6 +336,16 @@ def apply_env(settings: Settings, environ: Mapping[str, str] | None = None) -> S
         if not raw.isdigit():
             raise ConfigError(f"{ENV_SEED}: {raw!r} is not allowed; expected an integer >= 0")
         changes["seed"] = int(raw)
+    if env.get(ENV_RECORDS) or env.get(ENV_LOG):
+        observe = settings.observe
+        if env.get(ENV_RECORDS):
+            observe = dataclasses.replace(observe, records=env[ENV_RECORDS].strip())
+        if env.get(ENV_LOG):
+            level = env[ENV_LOG].strip().lower()
+            if level not in ("off", "info", "debug"):
+                raise ConfigError(f"{ENV_LOG}: {level!r} is not allowed; expected off, info or debug")
+            observe = dataclasses.replace(observe, log=level)
+        changes["observe"] = observe
     flag = env.get(ENV_DISABLE_AUTOLOAD, "").strip().lower()
     if flag:
         if flag not in ("0", "1", "true", "false", "yes", "no"):

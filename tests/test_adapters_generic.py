@@ -66,19 +66,37 @@ def test_expert_batches_are_optional_and_follow_the_switch():
     host_loader = DataLoader(TensorDataset(x, y), batch_size=12, shuffle=True)
     teacher = [FeaturesNet()]
     sel = make_selector("dream")
-    batches = RepresentativeBatches(TensorDataset(x, y), 12, net=lambda: teacher[0], selector=sel, fallback=host_loader)
+    batches = RepresentativeBatches(TensorDataset(x, y), 12, net=lambda: teacher[0], selector=sel, host_sampler=host_loader)
     assert len(batches) == 5
     assert train_expert(teacher[0], batches) == 5
     assert sel.records and all(r.strategy == "dream" and r.embed_source.startswith("live network FeaturesNet")
                                for r in sel.records)
     # random arm: the host's own loader, untouched
     rnd_sel = make_selector("random")
-    rnd = RepresentativeBatches((x, y), 12, net=lambda: teacher[0], selector=rnd_sel, fallback=host_loader)
+    rnd = RepresentativeBatches((x, y), 12, net=lambda: teacher[0], selector=rnd_sel, host_sampler=host_loader)
     torch.manual_seed(5)
     mine = [b[1] for b in rnd]
     torch.manual_seed(5)
     theirs = [b[1] for b in host_loader]
     assert all(torch.equal(a, b) for a, b in zip(mine, theirs)) and len(mine) == len(theirs)
     # each host batch is recorded (class -1: every class in one batch), so both arms show up
-    assert [(r.class_id, r.n, r.answered_by, r.pool_size) for r in rnd_sel.records] == [(-1, 12, "host loader", 60)] * 5
+    assert [(r.class_id, r.n, r.answered_by, r.pool_size) for r in rnd_sel.records] == [(-1, 12, "host sampler", 60)] * 5
     assert all(r.kind == "match" and "host's own loader" in r.note for r in rnd_sel.records)
+
+
+def test_every_adapter_names_the_host_sampler_the_same_way():
+    from dream_plugin.adapters import wrap_class_loader, wrap_get_images
+
+    from fakehosts.class_loader import MemClassLoader
+    from fakehosts.data import class_index_lists
+
+    x, y = clustered_images(3, 20)
+    host_loader = DataLoader(TensorDataset(x, y), batch_size=12)
+    old = RepresentativeBatches((x, y), 12, net=lambda: None, selector=make_selector("random"), fallback=host_loader)
+    assert old.host_sampler is host_loader and old.fallback is host_loader
+    with pytest.raises(TypeError, match="not both"):
+        RepresentativeBatches((x, y), 12, net=lambda: None, host_sampler=host_loader, fallback=host_loader)
+    get_images = lambda c, n: x[:n]  # noqa: E731
+    assert wrap_get_images(get_images, x, class_index_lists(y, 3), selector=make_selector("random")).host_sampler is get_images
+    loader = MemClassLoader(x, y, 4)
+    assert wrap_class_loader(loader, selector=make_selector("random")).host_sampler is loader

@@ -217,21 +217,88 @@ def test_missing_init_n_says_so():
         run_dc_like(line, num_exp=1)
 
 
-def test_ambiguous_sizes():
+def dc_line_full(arm, **extra):
+    """The documented DC line with every size given (init_n, bn_n, match_n), a fresh selector per experiment."""
+
+    def line(*, get_images, images_all, indices_class, live_net, factory, ipc, bn_n, batch_real):
+        return wrap_get_images(get_images, images_all, indices_class, net=live_net, net_factory=factory,
+                               init_n=ipc, bn_n=bn_n, match_n=batch_real, selector=make_selector(arm), **extra)
+
+    return line
+
+
+def kinds_seen(trace):
+    return [(r.kind, r.class_id, r.n) for a in trace.adapters for r in a.records]
+
+
+@pytest.mark.parametrize("arm", ["random", "dream"])
+@pytest.mark.parametrize("host", [
+    dict(model="conv", batch_real=16),            # plain ConvNet, --batch_real 16 == the BN batch size
+    dict(model="conv", ipc=4, batch_real=4),      # --batch_real equal to --ipc
+    dict(model="conv", bn=True, ipc=16 // 4, batch_real=8),
+    dict(model="mlp", batch_real=16),
+    dict(model="conv", dm=True, ipc=4, batch_real=4),
+])
+def test_valid_host_command_shapes_construct_and_run_in_both_arms(arm, host):
+    reference = run_dc_like(None, **host)
+    wrapped = run_dc_like(dc_line_full(arm), **host)
+    # every call got the kind the host meant, in both arms
+    assert kinds_seen(wrapped) == [(k, c, x.shape[0]) for k, c, x in reference.calls]
+    if arm == "random":
+        same_trace(reference, wrapped)
+
+
+def test_bn_model_with_batch_real_16_runs_in_the_random_arm_and_is_a_clear_error_only_in_dream():
+    host = dict(model="conv", bn=True, batch_real=16)
+    reference = run_dc_like(None, **host)
+    wrapped = run_dc_like(dc_line_full("random"), **host)
+    same_trace(reference, wrapped)  # the host sampler answered both kinds, unchanged
+    notes = {r.note for a in wrapped.adapters for r in a.records if r.n == 16}
+    assert notes == {"kind not told apart (bn or match); the host sampler answers both"}
+    with pytest.raises(AmbiguousCallError, match=r"a bn or a match call .*bn: host sampler, match: strategy:dream.*integrate"):
+        run_dc_like(dc_line_full("dream"), **host)
+
+
+def test_marked_call_sites_are_never_guessed():
     images, labels = clustered_images(3, 24)
     ic = class_index_lists(labels, 3)
-    with pytest.raises(AmbiguousCallError, match="init_n == bn_n"):
-        GetImagesAdapter(lambda c, n: None, images, ic, init_n=16, bn_n=16)
-    with pytest.raises(AmbiguousCallError, match="init_n == match_n"):
-        GetImagesAdapter(lambda c, n: None, images, ic, init_n=8, match_n=8)
-    # batch_real == ipc, not declared: the second ipc-sized call of a class raises
-    sel = make_selector("random")
-    adapter = GetImagesAdapter(lambda c, n: images[:n], images, ic, init_n=4, selector=sel)
-    adapter(0, 4)
-    with pytest.raises(AmbiguousCallError, match=r"\.init\(c, n\)"):
-        adapter(0, 4)
-    adapter.init(0, 4)
-    adapter.match(0, 4)  # explicit calls are never ambiguous
+    holder = {"net": None}
+    adapter = GetImagesAdapter(lambda c, n: images[:n], images, ic, net=lambda: holder["net"], init_n=16, bn_n=16,
+                               match_n=16, selector=make_selector("random"))
+    assert adapter.candidate_kinds(0, 16) == ["init"]
+    holder["net"] = host_constructor("conv", bn=True)
+    assert adapter.candidate_kinds(0, 16) == ["bn", "match"]
+    adapter.bn(0, 16)
+    adapter.match(0, 16)
+    adapter.init(0, 16)
+    assert [r.kind for r in adapter.records] == ["bn", "match", "init"]
+
+
+def test_init_is_inferred_only_before_the_host_builds_a_network():
+    images, labels = clustered_images(3, 24)
+    ic = class_index_lists(labels, 3)
+    holder = {"net": None}
+    adapter = GetImagesAdapter(lambda c, n: images[:n], images, ic, net=lambda: holder["net"], init_n=4,
+                               selector=make_selector("random"))
+    assert adapter.candidate_kinds(0, 4) == ["init"]
+    holder["net"] = host_constructor("conv")  # the host has started training
+    assert adapter.candidate_kinds(0, 4) == ["match"]
+    # without a live lookup: the first init-sized call of a class is init, later ones match
+    plain = GetImagesAdapter(lambda c, n: images[:n], images, ic, init_n=4, selector=make_selector("random"))
+    plain(0, 4)
+    plain(0, 4)
+    assert [r.kind for r in plain.records] == ["init", "match"]
+
+
+def test_bn_is_inferred_only_for_a_batchnorm_network():
+    images, labels = clustered_images(3, 24)
+    ic = class_index_lists(labels, 3)
+    holder = {"net": host_constructor("conv")}
+    adapter = GetImagesAdapter(lambda c, n: images[:n], images, ic, net=lambda: holder["net"], bn_n=16,
+                               selector=make_selector("random"))
+    assert adapter.candidate_kinds(0, 16) == ["match"]
+    holder["net"] = host_constructor("conv", bn=True)
+    assert adapter.candidate_kinds(0, 16) == ["bn"]
 
 
 def test_wrong_types_and_sizes():

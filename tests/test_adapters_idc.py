@@ -126,7 +126,7 @@ def test_proxying_and_whole_class_passthrough():
     assert torch.equal(whole, mem.class_sample(0, 20)[0])
     # a fetch, not a selection: recorded as the host loader's answer, with the reason
     (rec,) = adapter.records
-    assert (rec.class_id, rec.n, rec.pool_size, rec.answered_by) == (0, 20, 20, "host loader")
+    assert (rec.class_id, rec.n, rec.pool_size, rec.answered_by) == (0, 20, 20, "host sampler")
     assert rec.strategy == "dream" and rec.inertia is None and "whole class" in rec.note
     with pytest.raises(AttributeError):
         adapter.no_such_attribute
