@@ -136,7 +136,7 @@ def test_idc_config_errors_name_the_option():
 
 def test_quick_preset_depends_on_the_method():
     q = build_config(None, {"method": "idc"}, quick=True)
-    assert q.iterations == 6 and q.idc.inner_loop == 5
+    assert q.iterations == 4 and q.idc.inner_loop == 5
     assert build_config(None, {"method": "idc"}).iterations == 40
     assert build_config(None, {"method": "dm"}, quick=True).iterations == 20
 

@@ -114,7 +114,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from .runner import run_ab
 
     try:
-        run_ab(cfg, force=args.force)
+        run_ab(cfg, force=args.force, log=print)
     except ModuleNotFoundError as exc:
         if "adapters" in str(exc):
             raise ConfigError(f"the get_images adapter is not available: {exc}") from exc

@@ -340,7 +340,7 @@ QUICK: dict[str, Any] = {
 """The ``--quick`` preset (about a minute on 2 CPU cores with the default arms and dm)."""
 
 QUICK_BY_METHOD: dict[str, dict[str, Any]] = {
-    "idc": {"iterations": 6, "idc": {"inner_loop": 5, "n_data": 256, "batch_net": 64}},
+    "idc": {"iterations": 4, "idc": {"inner_loop": 5, "n_data": 256, "batch_net": 64}, "eval": {"epochs": 20}},
 }
 """Added to the ``--quick`` preset for one method (``--method idc --quick``: about a minute on 2 CPU cores)."""
 

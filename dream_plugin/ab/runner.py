@@ -11,6 +11,7 @@ arms diverge only through what is selected.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import random
 import time
@@ -34,6 +35,8 @@ from .environment import _loadavg, environment
 from .loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
 from .output import prepare_out_dir, write_report
 from ..extras import require
+
+logger = logging.getLogger("dream_plugin.ab")
 
 OBSERVER_NAME = "dream_plugin.ab.observer"
 
@@ -285,7 +288,7 @@ def run_ab(
     out: str | os.PathLike[str] | None = None,
     adapter_class: type | None = None,
     write: bool = True,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Run every arm over every seed; write results.json, curves.png and synthetic grids to ``out``.
@@ -325,7 +328,7 @@ def _run_ab(
     tensors = _device_tensors(data, device)
     env = environment(device)
     out_dir = Path(out or cfg.out or f"dream-ab-{time.strftime('%Y%m%d-%H%M%S')}")
-    say = log or (lambda _msg: None)
+    say = log or logger.info  # the command passes print; as a library, logging.getLogger('dream_plugin.ab')
     say(f"dream-plugin ab: {cfg.method} on {data.name} ({data.num_classes} classes, "
         f"{data.train_images.shape[0]} train / {data.test_images.shape[0]} test), ipc {cfg.ipc}, "
         f"{cfg.iterations} iterations, arms {', '.join(cfg.arms)}, seeds {cfg.seed_list}, "

@@ -4,6 +4,7 @@ and the per-sample loss / gradient-norm distributions of what each strategy pick
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +20,8 @@ from ..selector import Selector, derive_seed
 from .config import DiagnoseConfig
 from .gradients import batch_gradient_stats, per_sample_gradients
 from .networks import build_network
+
+logger = logging.getLogger("dream_plugin.diagnose")
 
 METRICS = ("cosine", "rel_error", "dc_distance", "idc_distance", "batch_norm", "pool_norm")
 
@@ -187,11 +190,13 @@ def save_plot(results: dict[str, Any], path: Path) -> None:
 
 def run_diagnose(
     cfg: DiagnoseConfig, *, out: str | Path | None = None, write: bool = True,
-    say: Callable[[str], None] = lambda _m: None,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Diagnose every configured network; write diagnose.json (first) and diagnose.png to ``out``."""
     cfg.validate()
     from ..ab.runner import resolve_device
+
+    say = say or logger.info  # the command passes print; as a library, logging.getLogger('dream_plugin.diagnose')
 
     device = resolve_device(cfg.device)
     threads = torch.get_num_threads()
