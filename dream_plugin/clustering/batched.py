@@ -154,15 +154,16 @@ def _start(
     init: str | torch.Tensor, xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int,
     gens: list[torch.Generator], mu: torch.Tensor | None, method: str, n_local_trials: int | None,
     grams: dict[int, torch.Tensor],
-) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-    """The starting centroids ``(B, K, D)`` in the (possibly centred) frame of ``xf``, and the
-    rows' assignment to them when the seeding computed it anyway (``'blocked'``), else None."""
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+    """The starting centroids ``(B, K, D)`` in the (possibly centred) frame of ``xf``, the rows'
+    assignment to them when the seeding computed it anyway (``'blocked'``), else None, and the
+    seeds' row indices ``(B, K)`` when the centroids are rows of ``xf`` (``'blocked'``), else None."""
     b, _, d = xf.shape
     if isinstance(init, str) and init == "k-means++" and method == "blocked":
         idx, labels, dist = blocked_seeds(xf, x_sq, lens, k, gens, n_local_trials, grams)
-        return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, d)), (labels, dist)
+        return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, d)), (labels, dist), idx
     if not isinstance(init, torch.Tensor):
-        return initial_centres(xf, x_sq, lens, k, gens, init, method, n_local_trials), None
+        return initial_centres(xf, x_sq, lens, k, gens, init, method, n_local_trials), None, None
     if tuple(init.shape) != (b, k, d):
         raise ValueError(f"init tensor must have shape (B, K, D) = {(b, k, d)}, got {tuple(init.shape)}")
     if init.device != xf.device:
@@ -170,7 +171,7 @@ def _start(
     if not bool(torch.isfinite(init).all()):
         raise ValueError("init tensor contains NaN or inf values")
     centers = init.detach().to(xf.dtype)
-    return (centers - mu if mu is not None else centers.clone()), None
+    return (centers - mu if mu is not None else centers.clone()), None, None
 
 
 def kmeans_batched(
@@ -224,9 +225,9 @@ def kmeans_batched(
     tol_abs = (tol * mean_var).tolist()  # per problem: the mean feature variance over its real rows
     small = [b for b, n in enumerate(lens) if small_pool(n, k)] if precision == "fp32" else []
     grams = _grams(xf, lens, small)
-    centers, first = _start(init, xf, x_sq, lens, k, gens, mu, method, n_local_trials, grams)
+    centers, first, seed_idx = _start(init, xf, x_sq, lens, k, gens, mu, method, n_local_trials, grams)
     out_centers, n_iter, converged, assigned = _fit(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size,
-                                                    precision, first, small, grams)
+                                                    precision, first, small, grams, seed_idx)
     if assigned is not None:  # every problem stopped with unchanged labels: the last assignment is final
         labels, dist = assigned
     else:  # final assignment in full precision: labels / inertia are those of the returned centroids
@@ -258,6 +259,7 @@ def _fit(
     xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
     max_iter: int, tol_abs: list[float], chunk_size: int, precision: str,
     first: tuple[torch.Tensor, torch.Tensor] | None, small: list[int], grams: dict[int, torch.Tensor],
+    seed_idx: torch.Tensor | None = None,
 ):
     """The Lloyd loop for every problem: the small ones on their Gram matrices, the others by
     products; each problem gets the same treatment alone and in a batch."""
@@ -276,8 +278,10 @@ def _fit(
         sel = torch.tensor(ids, device=xf.device)
         sub_first = None if first is None else (first[0][sel, :n_g], first[1][sel, :n_g])
         gram = torch.stack([grams[i][:n_g, :n_g] for i in ids]) if use_gram else None
+        sub_idx = seed_idx[sel] if use_gram and seed_idx is not None else None
         res = lloyd(xf[sel, :n_g], x_sq[sel, :n_g], mask[sel, :n_g], [lens[i] for i in ids], centers[sel], k,
-                    max_iter, [tol_abs[i] for i in ids], chunk_size, precision, first_assignment=sub_first, gram=gram)
+                    max_iter, [tol_abs[i] for i in ids], chunk_size, precision, first_assignment=sub_first, gram=gram,
+                    seed_rows=sub_idx)
         for j, i in enumerate(ids):
             out_centers[i], n_iter[i], converged[i] = res[0][j], res[1][j], res[2][j]
         if res[3] is None:

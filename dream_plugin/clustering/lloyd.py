@@ -120,10 +120,13 @@ class _Gram:
     """
 
     def __init__(self, xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, gram: torch.Tensor,
-                 c: torch.Tensor) -> None:
+                 c: torch.Tensor, seed_rows: torch.Tensor | None = None) -> None:
         self.xf, self.x_sq, self.mask, self.gram = xf, x_sq, mask, gram
         self.padded = not bool(mask.all())
-        self.dots = torch.bmm(xf, c.transpose(1, 2))  # (B, N, K) for the starting centroids
+        if seed_rows is not None:  # the starting centroids are rows of xf: their dot products are columns of G
+            self.dots = torch.gather(gram, 2, seed_rows.unsqueeze(1).expand(-1, gram.shape[1], -1))
+        else:
+            self.dots = torch.bmm(xf, c.transpose(1, 2))  # (B, N, K) for the starting centroids
         self.c_sq = c.square().sum(-1)
 
     def assign(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,6 +155,7 @@ def lloyd(
     xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
     max_iter: int, tol_abs: list[float], chunk_size: int, precision: str,
     first_assignment: tuple[torch.Tensor, torch.Tensor] | None = None, gram: torch.Tensor | None = None,
+    seed_rows: torch.Tensor | None = None,
 ) -> LloydOutcome:
     """Lloyd iterations from ``centers`` ``(B, K, D)`` for the padded problems ``xf`` ``(B, N, D)``.
 
@@ -160,6 +164,8 @@ def lloyd(
     ``(labels, squared distances)`` of the rows to ``centers`` when the seeding has them (then the
     first iteration skips its product; fp32 only). ``gram``: the problems' ``X X^T`` ``(B, N, N)``
     to take the distances from (fp32 only; see :class:`_Gram`), else products.
+    ``seed_rows``: ``(B, K)`` row indices when ``centers`` are rows of ``xf`` (the
+    seeding's picks), so the Gram path reads their dot products from ``gram`` instead of a product.
     """
     b, n_max, _ = xf.shape
     dev = xf.device
@@ -174,7 +180,7 @@ def lloyd(
     n_strict = 0  # problems that stopped with unchanged labels (their assignment is final)
     fp32 = precision == "fp32"
     with matmul_precision(precision, dev):
-        dists = _Gram(xf, x_sq, mask, gram, centers) if gram is not None and fp32 else \
+        dists = _Gram(xf, x_sq, mask, gram, centers, seed_rows) if gram is not None and fp32 else \
             _Direct(xf, x_sq, mask, lens, chunk_size, precision == "bf16" and dev.type == "cuda")
         for it in range(max_iter):
             labels, dist = first_assignment if it == 0 and first_assignment is not None and fp32 else dists.assign(wc)
