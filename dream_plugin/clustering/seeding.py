@@ -192,26 +192,37 @@ def blocked_seeds(
     idx = torch.empty((b, k), dtype=torch.long, device=xf.device)
     labels = torch.zeros((b, n), dtype=torch.long, device=xf.device)
     dist = xf.new_zeros((b, n))
+    by_length: dict[int, list[int]] = {}
     for i, (m, g) in enumerate(zip(lens, gens)):
+        if small_pool(m, k):  # small pools of one length are seeded together, below
+            by_length.setdefault(m, []).append(i)
+            continue
         x, sq = xf[i, :m], x_sq[i, :m]
-        if small_pool(m, k):
-            gram = grams[i][:m, :m] if grams is not None and i in grams else x @ x.t()
-            idx[i], labels[i, :m], dist[i, :m] = _small_pool_seeds(x, sq, gram, k, g, n_local_trials)
-        else:
-            idx[i], labels[i, :m], dist[i, :m] = blocked_seeds_and_assignment(x, sq, k, g, n_trials)
+        idx[i], labels[i, :m], dist[i, :m] = blocked_seeds_and_assignment(x, sq, k, g, n_trials)
+    for m, ids in by_length.items():
+        x, sq = xf[ids, :m], x_sq[ids, :m]
+        gram = torch.stack([grams[i][:m, :m] if grams is not None and i in grams else x[j] @ x[j].t()
+                            for j, i in enumerate(ids)])
+        sel = torch.tensor(ids, device=xf.device)
+        i_b, l_b, d_b = _small_pool_seeds(x, sq, gram, k, [gens[i] for i in ids], n_local_trials)
+        idx[sel], labels[sel, :m], dist[sel, :m] = i_b, l_b, d_b
     return idx, labels, dist
 
 
 def _small_pool_seeds(
-    x: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor, k: int, gen: torch.Generator, n_local_trials: int | None
+    x: torch.Tensor, x_sq: torch.Tensor, gram: torch.Tensor, k: int, gens: Sequence[torch.Generator],
+    n_local_trials: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``'blocked'`` on a small pool: the pairwise sampling from the Gram matrix, with the rows'
-    nearest seed and distance read from the same matrix (ties go to the earlier seed)."""
-    idx = greedy_kmeans_plusplus(x[None], x_sq[None], k, [gen], gram=gram[None], n_local_trials=n_local_trials)[0]
-    d = torch.add(x_sq.unsqueeze(0) + x_sq.index_select(0, idx).unsqueeze(1), gram.index_select(0, idx), alpha=-2.0)
-    dist, labels = d.clamp_(min=0).min(dim=0)
-    labels[idx] = torch.arange(k, device=x.device)  # each seed is its own nearest (exactly 0 away)
-    dist[idx] = 0
+    """``'blocked'`` on small pools of one length ``(B, m, D)``: the pairwise sampling from their Gram
+    matrices, each with its own generator, and the rows' nearest seed and distance read from the same
+    matrices (ties go to the earlier seed)."""
+    idx = greedy_kmeans_plusplus(x, x_sq, k, list(gens), gram=gram, n_local_trials=n_local_trials)  # (B, k)
+    rows = torch.gather(gram, 1, idx.unsqueeze(2).expand(-1, -1, gram.shape[2]))  # (B, k, m)
+    d = torch.add(x_sq.unsqueeze(1) + torch.gather(x_sq, 1, idx).unsqueeze(2), rows, alpha=-2.0)
+    dist, labels = d.clamp_(min=0).min(dim=1)
+    ar = torch.arange(k, device=x.device).expand_as(idx)
+    labels.scatter_(1, idx, ar)  # each seed is its own nearest (exactly 0 away)
+    dist.scatter_(1, idx, torch.zeros_like(idx, dtype=dist.dtype))
     return idx, labels, dist
 
 
