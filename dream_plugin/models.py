@@ -53,3 +53,14 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
+
+
+def seeded_convnet(
+    channels: int, num_classes: int, image_size: int, seed: int, device: torch.device | str, *,
+    width: int = 128, depth: int = 3, norm: str = "instancenorm",
+) -> ConvNet:
+    """A :class:`ConvNet` initialised from ``seed`` without touching (or depending on) torch's global generator."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ConvNet(channels, num_classes, image_size, width=width, depth=depth, norm=norm)
+    return net.to(device)

@@ -52,11 +52,15 @@ def train_and_test(
 
 @torch.no_grad()
 def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    """Test accuracy in eval mode; the network's train/eval mode is restored afterwards."""
+    was_training = net.training
     net.eval()
-    correct = 0
-    for start in range(0, x.shape[0], batch):
-        correct += int((net(x[start:start + batch]).argmax(1) == y[start:start + batch]).sum())
-    net.train()
+    try:
+        correct = 0
+        for start in range(0, x.shape[0], batch):
+            correct += int((net(x[start:start + batch]).argmax(1) == y[start:start + batch]).sum())
+    finally:
+        net.train(was_training)
     return correct / max(1, x.shape[0])
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import ConvNet
+from ..models import seeded_convnet
 from ..selector import derive_seed
 from .augment import augment
 from .config import AbConfig
@@ -61,11 +61,9 @@ class LiveNet:
 
 
 def seeded_net(cfg: AbConfig, channels: int, num_classes: int, image_size: int, seed: int, device: torch.device) -> nn.Module:
-    """A ConvNet initialised from ``seed`` without touching (or depending on) torch's global generator."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = ConvNet(channels, num_classes, image_size, width=cfg.model.width, depth=cfg.model.depth, norm=cfg.model.norm)
-    return net.to(device)
+    """The run's ConvNet (``cfg.model``) initialised from ``seed``, see :func:`~dream_plugin.models.seeded_convnet`."""
+    m = cfg.model
+    return seeded_convnet(channels, num_classes, image_size, seed, device, width=m.width, depth=m.depth, norm=m.norm)
 
 
 def match_loss(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor]) -> torch.Tensor:

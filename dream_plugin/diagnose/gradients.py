@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ab.idc import idc_match_loss
+from ..ab.loops import match_loss
+
 
 def per_sample_gradients(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk: int = 128,
@@ -64,27 +67,13 @@ def split_layers(flat: torch.Tensor, layout: Sequence[tuple[str, torch.Size]]) -
 
 
 def dc_distance(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
-    """DC's layer-wise distance: per output unit 1 - cosine similarity, summed; 1-D tensors skipped."""
-    total = 0.0
-    for ga, gb in zip(a, b):
-        if ga.dim() < 2:
-            continue
-        u, v = ga.reshape(ga.shape[0], -1), gb.reshape(gb.shape[0], -1)
-        cos = (u * v).sum(1) / (u.norm(dim=1) * v.norm(dim=1) + 1e-6)
-        total += float((1 - cos).sum())
-    return total
+    """DC's layer-wise distance, as the dc loop matches (:func:`~dream_plugin.ab.loops.match_loss`)."""
+    return float(match_loss(a, b))
 
 
 def idc_distance(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], metric: str = "l1") -> float:
-    """IDC's layer-wise distance (l1 or mse summed over convolution weights; biases and the
-    classifier skipped, as in IDC's defaults)."""
-    total = 0.0
-    for ga, gb in zip(a, b):
-        if ga.dim() <= 2:
-            continue
-        d = ga - gb
-        total += float(d.abs().sum() if metric == "l1" else d.pow(2).sum())
-    return total
+    """IDC's layer-wise distance, as the idc loop matches (:func:`~dream_plugin.ab.idc.idc_match_loss`)."""
+    return float(idc_match_loss(a, b, metric))
 
 
 def batch_gradient_stats(

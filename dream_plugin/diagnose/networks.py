@@ -10,18 +10,15 @@ from torch import nn
 
 from ..config import ConfigError
 from ..data import ImageDataset
-from ..models import ConvNet
+from ..models import seeded_convnet
 from ..selector import derive_seed
 from .config import DiagnoseConfig
 
 
 def convnet(cfg: DiagnoseConfig, data: ImageDataset, seed: int, device: torch.device) -> nn.Module:
-    """The project's ConvNet, initialised from ``seed`` without touching torch's global generator."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = ConvNet(data.channels, data.num_classes, data.image_size, width=cfg.width, depth=cfg.depth,
-                      norm=cfg.norm)
-    return net.to(device)
+    """The project's ConvNet for ``data`` (``cfg.width``/``depth``/``norm``), initialised from ``seed``."""
+    return seeded_convnet(data.channels, data.num_classes, data.image_size, seed, device, width=cfg.width,
+                          depth=cfg.depth, norm=cfg.norm)
 
 
 def train_steps(net: nn.Module, data: ImageDataset, steps: int, cfg: DiagnoseConfig, device: torch.device) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..ab.evaluate import accuracy
 from ..config import parse_settings
 from ..data import ImageDataset, load_dataset
 from ..embedding import embed_images, resolve_embedder
@@ -37,16 +38,6 @@ def _selectors(cfg: DiagnoseConfig) -> dict[str, Selector]:
         settings = parse_settings(data)
         out[name] = Selector(settings, plugin_manager=build_plugin_manager(settings.plugins))
     return out
-
-
-@torch.no_grad()
-def _accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    was = net.training
-    net.eval()
-    try:
-        return float((net(x).argmax(1) == y).float().mean())
-    finally:
-        net.train(was)
 
 
 def _identity(features: torch.Tensor) -> torch.Tensor:
@@ -120,7 +111,7 @@ def diagnose_network(
     order = {s: i for i, s in enumerate(cfg.strategies)}
     rows.sort(key=lambda r: (r["n"], order[r["strategy"]]))
     dist = {name: {k: _summary(v) for k, v in d.items()} for name, d in samples.items()}
-    acc = _accuracy(net, data.test_images.to(device), data.test_labels.to(device))
+    acc = accuracy(net, data.test_images.to(device), data.test_labels.to(device))
     say(f"  network {spec}: test accuracy {100 * acc:.1f}% ({time.perf_counter() - start:.1f} s)")
     return {"network": spec, "test_accuracy": acc, "rows": rows, "distributions": dist, "samples": samples,
             "histogram_n": hist_n, "seconds": time.perf_counter() - start}
