@@ -33,6 +33,7 @@ from ..models import seeded_convnet
 from ..selector import derive_seed
 from .augment import augment
 from .config import AbConfig
+from .idc import decode_synset, idc_round
 
 
 class Sampler(Protocol):
@@ -121,8 +122,6 @@ class LoopContext:
 
 def distill(syn: torch.Tensor, labels: torch.Tensor, ctx: LoopContext) -> torch.Tensor:
     """Run ``cfg.iterations`` iterations of the configured method, evaluating at ``cfg.eval_iterations``."""
-    from .idc import decode_synset, idc_round
-
     cfg = ctx.cfg
     syn = syn.detach().clone().requires_grad_(True)
     opt_img = torch.optim.SGD([syn], lr=cfg.image_lr, momentum=cfg.momentum_img)
