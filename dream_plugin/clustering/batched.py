@@ -26,6 +26,7 @@ import torch
 from .centring import centre_far_problems
 from .distances import check_chunk_size, compute_dtype
 from .lloyd import assign, lloyd
+from .small_pools import SmallPoolGrams, rows_of
 from .seeding import DEFAULT_SEEDING, blocked_seeds, check_n_local_trials, check_seeding, initial_centres, small_pool
 from .validation import KMeansResult, as_int, make_generator, validate_precision
 
@@ -153,7 +154,7 @@ def _prepare_rows(
 def _start(
     init: str | torch.Tensor, xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int,
     gens: list[torch.Generator], mu: torch.Tensor | None, method: str, n_local_trials: int | None,
-    grams: dict[int, torch.Tensor],
+    grams: SmallPoolGrams,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
     """The starting centroids ``(B, K, D)`` in the (possibly centred) frame of ``xf``, the rows'
     assignment to them when the seeding computed it anyway (``'blocked'``), else None, and the
@@ -224,7 +225,7 @@ def kmeans_batched(
     xf, x_sq, mask, mu, mean_var, _ = _prepare_rows(x, lens, overwrite_x)
     tol_abs = (tol * mean_var).tolist()  # per problem: the mean feature variance over its real rows
     small = [b for b, n in enumerate(lens) if small_pool(n, k)] if precision == "fp32" else []
-    grams = _grams(xf, lens, small)
+    grams = SmallPoolGrams(xf, lens, small)
     centers, first, seed_idx = _start(init, xf, x_sq, lens, k, gens, mu, method, n_local_trials, grams)
     out_centers, n_iter, converged, assigned = _fit(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size,
                                                     precision, first, small, grams, seed_idx)
@@ -244,21 +245,10 @@ def kmeans_batched(
     )
 
 
-def _grams(xf: torch.Tensor, lens: list[int], small: list[int]) -> dict[int, torch.Tensor]:
-    """``X X^T`` of the small problems (:func:`~.seeding.small_pool`), each ``(N_g, N_g)`` with ``N_g``
-    the largest of them (their padded rows are zero)."""
-    if not small:
-        return {}
-    n_g = max(lens[b] for b in small)
-    sub = xf[small, :n_g] if len(small) < xf.shape[0] or n_g < xf.shape[1] else xf
-    g = torch.bmm(sub, sub.transpose(1, 2))
-    return {b: g[j] for j, b in enumerate(small)}
-
-
 def _fit(
     xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
     max_iter: int, tol_abs: list[float], chunk_size: int, precision: str,
-    first: tuple[torch.Tensor, torch.Tensor] | None, small: list[int], grams: dict[int, torch.Tensor],
+    first: tuple[torch.Tensor, torch.Tensor] | None, small: list[int], grams: SmallPoolGrams,
     seed_idx: torch.Tensor | None = None,
 ):
     """The Lloyd loop for every problem: the small ones on their Gram matrices, the others by
@@ -275,18 +265,20 @@ def _fit(
     all_assigned = True
     for ids, use_gram in groups:
         n_g = max(lens[i] for i in ids)
-        sel = torch.tensor(ids, device=xf.device)
-        sub_first = None if first is None else (first[0][sel, :n_g], first[1][sel, :n_g])
-        gram = torch.stack([grams[i][:n_g, :n_g] for i in ids]) if use_gram else None
-        sub_idx = seed_idx[sel] if use_gram and seed_idx is not None else None
-        res = lloyd(xf[sel, :n_g], x_sq[sel, :n_g], mask[sel, :n_g], [lens[i] for i in ids], centers[sel], k,
-                    max_iter, [tol_abs[i] for i in ids], chunk_size, precision, first_assignment=sub_first, gram=gram,
-                    seed_rows=sub_idx)
+        sub_first = None if first is None else (rows_of(first[0], ids, n_g), rows_of(first[1], ids, n_g))
+        gram = grams.stack(ids, n_g) if use_gram else None
+        sub_idx = rows_of(seed_idx, ids, k) if use_gram and seed_idx is not None else None
+        res = lloyd(rows_of(xf, ids, n_g), rows_of(x_sq, ids, n_g), rows_of(mask, ids, n_g), [lens[i] for i in ids],
+                    rows_of(centers, ids, k), k, max_iter, [tol_abs[i] for i in ids], chunk_size, precision,
+                    first_assignment=sub_first, gram=gram, seed_rows=sub_idx)
+        if len(groups) == 1 and n_g == xf.shape[1]:  # every problem in this group, at full length
+            return res
         for j, i in enumerate(ids):
             out_centers[i], n_iter[i], converged[i] = res[0][j], res[1][j], res[2][j]
         if res[3] is None:
             all_assigned = False
         else:
+            sel = torch.tensor(ids, device=xf.device)
             labels[sel, :n_g], dist[sel, :n_g] = res[3]
             labels[sel, n_g:], dist[sel, n_g:] = 0, 0
     return out_centers, n_iter, converged, ((labels, dist) if all_assigned else None)

@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["count_by_label", "sum_by_label"]
+__all__ = ["count_by_label", "flat_bins", "sum_by_label"]
 
 
-def _flat_bins(labels: torch.Tensor, mask: torch.Tensor | None, k: int) -> torch.Tensor:
-    """Bin ``b * k + label`` per row; padded rows go to the extra, discarded bin ``B * K``."""
+def flat_bins(labels: torch.Tensor, mask: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Bin ``b * k + label`` per row, flattened; padded rows go to the extra, discarded bin ``B * K``.
+
+    The counts and the sums of one assignment share these bins (pass them as ``bins``).
+    """
     b = labels.shape[0]
-    flat = labels + torch.arange(b, device=labels.device).unsqueeze(1) * k
+    flat = labels if b == 1 else labels + torch.arange(b, device=labels.device).unsqueeze(1) * k
     if mask is not None:
-        flat = torch.where(mask, flat, torch.full_like(flat, b * k))
+        flat = flat.masked_fill(~mask, b * k)
     return flat.reshape(-1)
 
 
-def count_by_label(labels: torch.Tensor, mask: torch.Tensor | None, k: int) -> torch.Tensor:
-    """``(B, K)`` number of real rows with each label; ``labels`` ``(B, N)``, ``mask`` real rows or None."""
+def count_by_label(
+    labels: torch.Tensor, mask: torch.Tensor | None, k: int, *, bins: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(B, K)`` number of real rows with each label; ``labels`` ``(B, N)``, ``mask`` real rows or None.
+
+    ``bins``: :func:`flat_bins` of these labels, when the caller has them.
+    """
     b = labels.shape[0]
-    return torch.bincount(_flat_bins(labels, mask, k), minlength=b * k + 1)[: b * k].view(b, k)
+    flat = bins if bins is not None else flat_bins(labels, mask, k)
+    return torch.bincount(flat, minlength=b * k + 1)[: b * k].view(b, k)
 
 
 def sum_by_label(
@@ -37,20 +46,21 @@ def sum_by_label(
     one_hot: bool | None = None,
     rows: int = 4096,
     buf: torch.Tensor | None = None,
+    bins: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out[b, c]`` = sum of the rows ``m[b, i]`` with ``labels[b, i] == c`` (padded rows ignored): ``(B, K, M)``.
 
     ``one_hot``: force the accelerator path (None: by device); it works through ``rows``-row
     chunks so its ``(B, rows, K)`` one-hot matrix stays bounded. ``buf``: a ``(B * K + 1, M)``
     scratch buffer the CPU path reuses (a fresh multi-megabyte allocation in every iteration of a
-    loop costs page faults).
+    loop costs page faults). ``bins``: :func:`flat_bins` of these labels, when the caller has them.
     """
     b, n, width = m.shape
     if one_hot is None:
         one_hot = m.device.type != "cpu"
     if not one_hot:
         out = buf.zero_() if buf is not None else m.new_zeros((b * k + 1, width))
-        out.index_add_(0, _flat_bins(labels, mask, k), m.reshape(-1, width))
+        out.index_add_(0, bins if bins is not None else flat_bins(labels, mask, k), m.reshape(-1, width))
         return out[: b * k].view(b, k, width)
     sums = m.new_zeros((b, k, width))
     ids = torch.arange(k, device=m.device)

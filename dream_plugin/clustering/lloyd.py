@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .distances import TRANSPOSED_MAX_K
-from .grouping import count_by_label, sum_by_label
+from .grouping import count_by_label, flat_bins, sum_by_label
 from .validation import matmul_precision
 
 __all__ = ["LloydOutcome", "assign", "lloyd", "update_with_empty_clusters"]
@@ -35,6 +35,8 @@ def assign(
     :func:`_low_precision_copy`; the matrix product then runs in bfloat16 (GPU option).
     """
     b, n, _ = x.shape
+    if low is None and n <= rows:  # one chunk: no output buffers to fill
+        return _assign_block(x, x_sq, c, c.square().sum(-1))
     labels = torch.empty((b, n), dtype=torch.long, device=x.device)
     dist = torch.empty((b, n), dtype=x.dtype, device=x.device)
     if low is None:
@@ -63,6 +65,17 @@ def assign(
             labels[:, s:e] = idx
             torch.add(vals, xc_sq[:, s:e], out=dist[:, s:e])
     return labels, dist.clamp_(min=0)
+
+
+def _assign_block(
+    x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`assign` of all rows at once (the same products and minima as one of its chunks)."""
+    if c.shape[1] <= TRANSPOSED_MAX_K:
+        vals, idx = torch.baddbmm(c_sq.unsqueeze(2), c, x.transpose(1, 2), alpha=-2.0).min(dim=1)
+    else:
+        vals, idx = torch.baddbmm(c_sq.unsqueeze(1), x, c.transpose(1, 2), alpha=-2.0).min(dim=2)
+    return idx, vals.add_(x_sq).clamp_(min=0)
 
 
 def update_with_empty_clusters(
@@ -100,8 +113,7 @@ class _Direct:
     def assign(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return assign(self.xf, self.x_sq, c, max(1, self.chunk_size // self.xf.shape[0]), self.lowp)
 
-    def moved(self, c: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, fresh: torch.Tensor,
-              recompute: list[int]) -> None:
+    def moved(self, c: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, empty: list[bool]) -> None:
         """The centroids are now ``c``: nothing to carry over for products."""
 
     def select(self, kd: torch.Tensor, active: list[int]) -> None:
@@ -134,15 +146,13 @@ class _Gram:
         dist, labels = d.min(dim=2)
         return labels, dist.clamp_(min=0)
 
-    def moved(self, c: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, fresh: torch.Tensor,
-              recompute: list[int]) -> None:
-        """The centroids are now ``c``: means of ``labels``' clusters where ``fresh``, else unchanged."""
-        if bool(fresh.any()):
-            k = counts.shape[1]
-            sums = sum_by_label(self.gram, labels, self.mask if self.padded else None, k)  # (B, K, N)
-            new = (sums / counts.clamp(min=1).unsqueeze(2).to(sums.dtype)).transpose(1, 2)
-            self.dots = torch.where(fresh.to(new.device).view(-1, 1, 1), new, self.dots)
-        for j in recompute:
+    def moved(self, c: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, empty: list[bool]) -> None:
+        """The centroids are now ``c``: the means of ``labels``' clusters, except for the problems
+        with ``empty`` clusters (their re-seeded centroids get a direct product)."""
+        k = counts.shape[1]
+        sums = sum_by_label(self.gram, labels, self.mask if self.padded else None, k)  # (B, K, N)
+        self.dots = sums.div_(counts.clamp(min=1).unsqueeze(2).to(sums.dtype)).transpose(1, 2)
+        for j in (j for j, e in enumerate(empty) if e):
             self.dots[j] = self.xf[j] @ c[j].t()
         self.c_sq = c.square().sum(-1)
 
@@ -166,14 +176,17 @@ def lloyd(
     to take the distances from (fp32 only; see :class:`_Gram`), else products.
     ``seed_rows``: ``(B, K)`` row indices when ``centers`` are rows of ``xf`` (the
     seeding's picks), so the Gram path reads their dot products from ``gram`` instead of a product.
+
+    The per-problem flags (stopped, empty clusters, shift) are Python lists read from one small
+    tensor each: an iteration of a small problem costs a handful of kernels, not dozens.
     """
     b, n_max, _ = xf.shape
     dev = xf.device
     out_centers = centers.clone()
     n_iter, converged = [0] * b, [False] * b
     active = list(range(b))  # problem ids still iterating, aligned with the working tensors
-    wx, wmask, wc = xf, mask, centers
-    wtol = torch.tensor(tol_abs, dtype=torch.float64)
+    padded = not bool(mask.all())
+    wx, wmask, wc, tols = xf, (mask if padded else None), centers, list(tol_abs)
     prev_labels: torch.Tensor | None = None
     out_labels = torch.empty((b, n_max), dtype=torch.long, device=dev)
     out_dist = xf.new_empty((b, n_max))
@@ -184,41 +197,46 @@ def lloyd(
             _Direct(xf, x_sq, mask, lens, chunk_size, precision == "bf16" and dev.type == "cuda")
         for it in range(max_iter):
             labels, dist = first_assignment if it == 0 and first_assignment is not None and fp32 else dists.assign(wc)
+            bins = flat_bins(labels, wmask, k)
+            counts = count_by_label(labels, wmask, k, bins=bins)
             # the sums' row chunks do not depend on the batch size: a problem's means are the same alone and in a batch
-            sums, counts = sum_by_label(wx, labels, wmask, k, rows=chunk_size), count_by_label(labels, wmask, k)
-            new = sums / counts.clamp(min=1).unsqueeze(2).to(wx.dtype)
-            empty = (counts == 0).any(dim=1)
-            recompute = empty.nonzero().flatten().tolist()
-            for j in recompute:
+            new = sum_by_label(wx, labels, wmask, k, rows=chunk_size, bins=bins)
+            new = new.div_(counts.clamp(min=1).unsqueeze(2).to(wx.dtype))
+            empty = (counts == 0).any(dim=1).tolist()
+            for j in (j for j, e in enumerate(empty) if e):
                 n_j = lens[active[j]]
                 new[j] = update_with_empty_clusters(wx[j, :n_j], labels[j, :n_j], dist[j, :n_j], wc[j], chunk_size)
-            shift = torch.linalg.vector_norm(new - wc, dim=(1, 2)).double().square_().cpu()
-            same = torch.zeros(len(active), dtype=torch.bool)
-            if prev_labels is not None:
-                same = ((labels == prev_labels) | ~wmask).all(dim=1).cpu() & ~empty.cpu()
-            done = same | (shift <= wtol)
-            wc = torch.where(same.to(dev).view(-1, 1, 1), wc, new)  # same labels: same means
-            dists.moved(wc, labels, counts, ~same & ~empty.cpu(), recompute)
+            shift = [v * v for v in torch.linalg.vector_norm(new - wc, dim=(1, 2)).tolist()]  # summed squared shift
+            if prev_labels is None:
+                same = [False] * len(active)
+            else:
+                eq = labels == prev_labels
+                if wmask is not None:
+                    eq |= ~wmask
+                same = [s and not e for s, e in zip(eq.all(dim=1).tolist(), empty)]
+            done = [s or sh <= t for s, sh, t in zip(same, shift, tols)]
             for pid in active:
                 n_iter[pid] = it + 1
-            finished = done.nonzero().flatten().tolist()
-            for j in finished:
-                out_centers[active[j]] = wc[j]
-                converged[active[j]] = True
-                if bool(same[j]):
-                    out_labels[active[j]], out_dist[active[j]] = labels[j], dist[j]
-                    n_strict += 1
-            if finished:
-                keep = (~done).nonzero().flatten()
-                if keep.numel() == 0:
+            if any(done):
+                for j in (j for j, d in enumerate(done) if d):
+                    out_centers[active[j]] = wc[j] if same[j] else new[j]  # same labels: same means
+                    converged[active[j]] = True
+                    if same[j]:
+                        out_labels[active[j]], out_dist[active[j]] = labels[j], dist[j]
+                        n_strict += 1
+                keep = [j for j, d in enumerate(done) if not d]
+                if not keep:
                     active = []
                     break
-                kd = keep.to(dev)
-                active = [active[j] for j in keep.tolist()]
-                wx, wmask, wc = wx[kd], wmask[kd], wc[kd]
-                labels, wtol = labels[kd], wtol[keep]
+                kd = torch.tensor(keep, device=dev)
+                active = [active[j] for j in keep]
+                wx, new, labels, counts = wx[kd], new[kd], labels[kd], counts[kd]
+                wmask = wmask[kd] if wmask is not None else None
+                tols, empty = [tols[j] for j in keep], [empty[j] for j in keep]
                 dists.select(kd, active)
-            prev_labels = labels
+            # every problem still iterating moved to its new centroids: plain means unless it had empty clusters
+            dists.moved(new, labels, counts, empty)
+            wc, prev_labels = new, labels
         for j, pid in enumerate(active):  # max_iter reached
             out_centers[pid] = wc[j]
     exact = fp32 or dev.type != "cuda"  # tf32 / bf16 labels are recomputed in float32

@@ -38,6 +38,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .small_pools import SmallPoolGrams, rows_of
+
 __all__ = [
     "BLOCK", "DEFAULT_SEEDING", "GRAM_MAX_ROWS", "SEEDING_METHODS", "blocked_seeds", "blocked_seeds_and_assignment", "small_pool", "check_n_local_trials",
     "check_seeding", "gram_matrix", "greedy_kmeans_plusplus", "initial_centres", "kmeans_plusplus", "n_trials_for",
@@ -179,13 +181,14 @@ def greedy_kmeans_plusplus(
 
 def blocked_seeds(
     xf: torch.Tensor, x_sq: torch.Tensor, lens: Sequence[int], k: int, gens: Sequence[torch.Generator],
-    n_local_trials: int | None = None, grams: dict[int, torch.Tensor] | None = None,
+    n_local_trials: int | None = None, grams: SmallPoolGrams | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``'blocked'`` seeds of each padded problem, one problem at a time on its own rows.
 
     Returns ``(seed rows (B, K), labels (B, N), squared distances (B, N))``: every real row's nearest
     seed and its distance (padded rows: label 0, distance 0), which the Lloyd loop can take as its
-    first assignment. ``grams``: problem -> its ``X X^T`` where the caller has it (small pools).
+    first assignment. ``grams``: the small pools' ``X X^T`` where the caller has them
+    (:class:`~.small_pools.SmallPoolGrams`).
     """
     b, n, _ = xf.shape
     n_trials = n_trials_for(k, n_local_trials)
@@ -200,13 +203,18 @@ def blocked_seeds(
         x, sq = xf[i, :m], x_sq[i, :m]
         idx[i], labels[i, :m], dist[i, :m] = blocked_seeds_and_assignment(x, sq, k, g, n_trials)
     for m, ids in by_length.items():
-        x, sq = xf[ids, :m], x_sq[ids, :m]
-        gram = torch.stack([grams[i][:m, :m] if grams is not None and i in grams else x[j] @ x[j].t()
-                            for j, i in enumerate(ids)])
-        sel = torch.tensor(ids, device=xf.device)
+        x, sq = rows_of(xf, ids, m), rows_of(x_sq, ids, m)
+        if grams is not None and all(i in grams for i in ids):
+            gram = grams.stack(ids, m)
+        else:
+            gram = gram_matrix(x)
         i_b, l_b, d_b = _small_pool_seeds(x, sq, gram, k, [gens[i] for i in ids], n_local_trials)
+        if len(by_length) == 1 and len(ids) == b and m == n:  # every problem, at full length
+            return i_b, l_b, d_b
+        sel = torch.tensor(ids, device=xf.device)
         idx[sel], labels[sel, :m], dist[sel, :m] = i_b, l_b, d_b
     return idx, labels, dist
+
 
 
 def _small_pool_seeds(
