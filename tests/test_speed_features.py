@@ -57,6 +57,28 @@ def test_batched_equals_per_problem_runs(init):
         assert rb.n_iter == single.n_iter
 
 
+@pytest.mark.parametrize(("k", "gram_path"), [(40, True), (4, False)])
+def test_problems_that_stop_at_different_iterations_each_get_their_own_result(k, gram_path):
+    # well separated blobs stop after a few iterations, plain noise much later: the batch keeps a
+    # stopped problem in its slot until half have stopped, then compacts; none of that may show
+    from dream_plugin.clustering.seeding import small_pool
+
+    g = torch.Generator().manual_seed(7)
+    sizes = (120, 100, 120, 90, 120, 110, 120, 80)
+    xs = [blob_problems((n,), d=10, centres=k, seed=i)[0] if i % 3 == 0 else torch.randn(n, 10, generator=g)
+          for i, n in enumerate(sizes)]
+    assert all(small_pool(n, k) == gram_path for n in sizes)
+    x, lengths = pad_problems(xs)
+    res = kmeans_batched(x, k, lengths=lengths, generators=gens(len(xs), 50))
+    assert len(set(res.n_iter)) >= 3, res.n_iter  # several stopping points, so several retirements
+    for b, xb in enumerate(xs):
+        alone = kmeans(xb, k, generator=gens(len(xs), 50)[b])
+        assert res.n_iter[b] == alone.n_iter and res.converged[b] == alone.converged
+        assert torch.equal(res.result(b).labels, alone.labels), b
+        assert torch.allclose(res.centroids[b], alone.centroids, rtol=1e-5, atol=1e-5)
+        assert res.inertia[b] == pytest.approx(alone.inertia, rel=1e-5)
+
+
 def test_padding_is_never_used():
     # data far from the origin: a padded (zero) row would be an outlier no centroid could ignore
     xs = blob_problems((60, 25, 8), shift=50.0, seed=3)
@@ -328,3 +350,27 @@ def test_selection_benchmark_seeding_section_runs(tmp_path):
         # blocked draws from the same distribution but another random stream: one seed per method in
         # --quick is too few to compare (tests/test_seeding.py compares the distributions)
         assert 0 < blocked < float("inf")
+
+
+@pytest.mark.quick
+def test_engine_comparison_against_a_checkout_times_both_sides(tmp_path):
+    # `python -m benchmarks.compare_engine --baseline PATH`: each side is the dream_plugin of its own
+    # checkout (the child says which one it imported); here both sides are this checkout, so every
+    # row is present on both, and a folder without dream_plugin is refused before any work
+    import json
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out_json = tmp_path / "rows.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare_engine", "--baseline", ROOT, "--quick", "--rounds", "1",
+         "--repeats", "1", "--json", str(out_json)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out_json.read_text())
+    assert len(rows) == 3 * 2 * 3 + 2  # 3 data sets x K in (10, 64) x 3 variants, and the 10-class loop / batch
+    assert all(r["baseline_s"] > 0 and r["this_s"] > 0 and r["ratio"] == r["this_s"] / r["baseline_s"] for r in rows)
+    assert "| mnist 10 classes K=64 ours, kmeans_batched |" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.compare_engine", "--baseline", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert bad.returncode == 2 and "holds no dream_plugin package" in bad.stderr

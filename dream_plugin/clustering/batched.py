@@ -27,7 +27,7 @@ from .centring import centre_far_problems
 from .distances import check_chunk_size, compute_dtype
 from .lloyd import assign, lloyd
 from .small_pools import SmallPoolGrams, rows_of
-from .seeding import DEFAULT_SEEDING, blocked_seeds, check_n_local_trials, check_seeding, initial_centres, small_pool
+from .seeding import DEFAULT_SEEDING, blocked_seeds, check_n_local_trials, check_seeding, initial_centres, sampled_size, small_pool
 from .validation import KMeansResult, as_int, make_generator, validate_precision
 
 __all__ = ["BatchedKMeansResult", "kmeans_batched", "pad_problems"]
@@ -160,6 +160,8 @@ def _start(
     assignment to them when the seeding computed it anyway (``'blocked'``), else None, and the
     seeds' row indices ``(B, K)`` when the centroids are rows of ``xf`` (``'blocked'``), else None."""
     b, _, d = xf.shape
+    if isinstance(init, str) and init == "k-means++-sampled" and all(sampled_size(k) >= n for n in lens):
+        init = "k-means++"  # no problem is larger than the sample: the same draws and seeds as k-means++
     if isinstance(init, str) and init == "k-means++" and method == "blocked":
         idx, labels, dist = blocked_seeds(xf, x_sq, lens, k, gens, n_local_trials, grams)
         return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, d)), (labels, dist), idx

@@ -176,71 +176,131 @@ def lloyd(
     to take the distances from (fp32 only; see :class:`_Gram`), else products.
     ``seed_rows``: ``(B, K)`` row indices when ``centers`` are rows of ``xf`` (the
     seeding's picks), so the Gram path reads their dot products from ``gram`` instead of a product.
-
-    The per-problem flags (stopped, empty clusters, shift) are Python lists read from one small
-    tensor each: an iteration of a small problem costs a handful of kernels, not dozens.
     """
-    b, n_max, _ = xf.shape
     dev = xf.device
-    out_centers = centers.clone()
-    n_iter, converged = [0] * b, [False] * b
-    active = list(range(b))  # problem ids still iterating, aligned with the working tensors
-    padded = not bool(mask.all())
-    wx, wmask, wc, tols = xf, (mask if padded else None), centers, list(tol_abs)
-    prev_labels: torch.Tensor | None = None
-    out_labels = torch.empty((b, n_max), dtype=torch.long, device=dev)
-    out_dist = xf.new_empty((b, n_max))
-    n_strict = 0  # problems that stopped with unchanged labels (their assignment is final)
+    out = _Outcome(centers, xf.shape[1])
     fp32 = precision == "fp32"
     with matmul_precision(precision, dev):
         dists = _Gram(xf, x_sq, mask, gram, centers, seed_rows) if gram is not None and fp32 else \
             _Direct(xf, x_sq, mask, lens, chunk_size, precision == "bf16" and dev.type == "cuda")
+        work = _Working(xf, mask, centers, tol_abs, dists)
         for it in range(max_iter):
-            labels, dist = first_assignment if it == 0 and first_assignment is not None and fp32 else dists.assign(wc)
-            bins = flat_bins(labels, wmask, k)
-            counts = count_by_label(labels, wmask, k, bins=bins)
-            # the sums' row chunks do not depend on the batch size: a problem's means are the same alone and in a batch
-            new = sum_by_label(wx, labels, wmask, k, rows=chunk_size, bins=bins)
-            new = new.div_(counts.clamp(min=1).unsqueeze(2).to(wx.dtype))
-            empty = (counts == 0).any(dim=1).tolist()
-            for j in (j for j, e in enumerate(empty) if e):
-                n_j = lens[active[j]]
-                new[j] = update_with_empty_clusters(wx[j, :n_j], labels[j, :n_j], dist[j, :n_j], wc[j], chunk_size)
-            shift = [v * v for v in torch.linalg.vector_norm(new - wc, dim=(1, 2)).tolist()]  # summed squared shift
-            if prev_labels is None:
-                same = [False] * len(active)
-            else:
-                eq = labels == prev_labels
-                if wmask is not None:
-                    eq |= ~wmask
-                same = [s and not e for s, e in zip(eq.all(dim=1).tolist(), empty)]
-            done = [s or sh <= t for s, sh, t in zip(same, shift, tols)]
-            for pid in active:
-                n_iter[pid] = it + 1
+            labels, dist = first_assignment if it == 0 and first_assignment is not None and fp32 else dists.assign(work.c)
+            new, counts, empty = work.means(labels, dist, k, lens, chunk_size)
+            same, done = work.stopped(new, labels, empty)
+            out.iterated(work, it + 1)
             if any(done):
-                for j in (j for j, d in enumerate(done) if d):
-                    out_centers[active[j]] = wc[j] if same[j] else new[j]  # same labels: same means
-                    converged[active[j]] = True
-                    if same[j]:
-                        out_labels[active[j]], out_dist[active[j]] = labels[j], dist[j]
-                        n_strict += 1
-                keep = [j for j, d in enumerate(done) if not d]
-                if not keep:
-                    active = []
+                out.finished(work, done, same, new, labels, dist)
+                if not any(work.retire(done)):
                     break
-                kd = torch.tensor(keep, device=dev)
-                active = [active[j] for j in keep]
-                wx, new, labels, counts = wx[kd], new[kd], labels[kd], counts[kd]
-                wmask = wmask[kd] if wmask is not None else None
-                tols, empty = [tols[j] for j in keep], [empty[j] for j in keep]
-                dists.select(kd, active)
+                new, labels, counts, empty = work.compacted(new, labels, counts, empty)
             # every problem still iterating moved to its new centroids: plain means unless it had empty clusters
-            dists.moved(new, labels, counts, empty)
-            wc, prev_labels = new, labels
-        for j, pid in enumerate(active):  # max_iter reached
-            out_centers[pid] = wc[j]
+            dists.moved(new, labels, counts, [e and live for e, live in zip(empty, work.live)])
+            work.c, work.prev_labels = new, labels
+        out.unfinished(work)  # max_iter reached
     exact = fp32 or dev.type != "cuda"  # tf32 / bf16 labels are recomputed in float32
-    return out_centers, n_iter, converged, ((out_labels, out_dist) if n_strict == b and exact else None)
+    return out.outcome(exact)
+
+
+class _Working:
+    """The working tensors of the Lloyd loop: slot ``j`` holds problem ``ids[j]``.
+
+    A problem that stops keeps its slot (its later work is wasted, its results are already taken)
+    until at least half of the slots have stopped; then the tensors are compacted. That is about
+    log2(B) copies of the batch instead of one per stopping problem.
+    """
+
+    def __init__(self, xf: torch.Tensor, mask: torch.Tensor, c: torch.Tensor, tol_abs: list[float], dists) -> None:
+        self.x, self.c, self.tols, self.dists = xf, c, list(tol_abs), dists
+        self.mask = mask if not bool(mask.all()) else None  # None: no padded rows
+        self.ids = list(range(xf.shape[0]))
+        self.live = [True] * len(self.ids)
+        self.prev_labels: torch.Tensor | None = None
+        self._keep: tuple[list[int], torch.Tensor] | None = None
+
+    def means(self, labels: torch.Tensor, dist: torch.Tensor, k: int, lens: list[int], chunk_size: int):
+        """New centroids ``(B, K, D)``, the cluster counts and which problems had empty clusters."""
+        bins = flat_bins(labels, self.mask, k)
+        counts = count_by_label(labels, self.mask, k, bins=bins)
+        # the sums' row chunks do not depend on the batch size: a problem's means are the same alone and in a batch
+        new = sum_by_label(self.x, labels, self.mask, k, rows=chunk_size, bins=bins)
+        new = new.div_(counts.clamp(min=1).unsqueeze(2).to(self.x.dtype))
+        empty = (counts == 0).any(dim=1).tolist()
+        for j in (j for j, (e, live) in enumerate(zip(empty, self.live)) if e and live):
+            n_j = lens[self.ids[j]]
+            new[j] = update_with_empty_clusters(self.x[j, :n_j], labels[j, :n_j], dist[j, :n_j], self.c[j], chunk_size)
+        return new, counts, empty
+
+    def stopped(self, new: torch.Tensor, labels: torch.Tensor, empty: list[bool]) -> tuple[list[bool], list[bool]]:
+        """Per slot: labels unchanged (and no empty cluster), and stopped (unchanged or shift within tolerance)."""
+        shift = [v * v for v in torch.linalg.vector_norm(new - self.c, dim=(1, 2)).tolist()]  # summed squared shift
+        if self.prev_labels is None:
+            same = [False] * len(self.ids)
+        else:
+            eq = labels == self.prev_labels
+            if self.mask is not None:
+                eq |= ~self.mask
+            same = [s and not e for s, e in zip(eq.all(dim=1).tolist(), empty)]
+        done = [live and (s or sh <= t) for live, s, sh, t in zip(self.live, same, shift, self.tols)]
+        return same, done
+
+    def retire(self, done: list[bool]) -> list[bool]:
+        """Mark the ``done`` slots as stopped; compact when half the slots have. Returns the live slots."""
+        self.live = [live and not d for live, d in zip(self.live, done)]
+        n_live = sum(self.live)
+        self._keep = None
+        if n_live and 2 * (len(self.live) - n_live) >= len(self.live):
+            keep = [j for j, live in enumerate(self.live) if live]
+            kd = torch.tensor(keep, device=self.x.device)
+            self.ids, self.live, self.tols = [self.ids[j] for j in keep], [True] * n_live, [self.tols[j] for j in keep]
+            self.x, self.c = self.x[kd], self.c[kd]
+            self.mask = self.mask[kd] if self.mask is not None else None
+            self.dists.select(kd, self.ids)
+            self._keep = (keep, kd)
+        return self.live
+
+    def compacted(self, new: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, empty: list[bool]):
+        """This iteration's per-slot results, cut to the slots kept by the last :meth:`retire`."""
+        if self._keep is None:
+            return new, labels, counts, empty
+        keep, kd = self._keep
+        return new[kd], labels[kd], counts[kd], [empty[j] for j in keep]
+
+
+class _Outcome:
+    """What the Lloyd loop returns, filled in as problems stop."""
+
+    def __init__(self, centers: torch.Tensor, n_max: int) -> None:
+        b = centers.shape[0]
+        self.centers = centers.clone()
+        self.n_iter, self.converged = [0] * b, [False] * b
+        self.labels = torch.empty((b, n_max), dtype=torch.long, device=centers.device)
+        self.dist = centers.new_empty((b, n_max))
+        self.n_strict = 0  # problems that stopped with unchanged labels (their assignment is final)
+
+    def iterated(self, work: _Working, n: int) -> None:
+        for pid, live in zip(work.ids, work.live):
+            if live:
+                self.n_iter[pid] = n
+
+    def finished(self, work: _Working, done: list[bool], same: list[bool], new: torch.Tensor,
+                 labels: torch.Tensor, dist: torch.Tensor) -> None:
+        for j in (j for j, d in enumerate(done) if d):
+            pid = work.ids[j]
+            self.centers[pid] = work.c[j] if same[j] else new[j]  # same labels: same means
+            self.converged[pid] = True
+            if same[j]:
+                self.labels[pid], self.dist[pid] = labels[j], dist[j]
+                self.n_strict += 1
+
+    def unfinished(self, work: _Working) -> None:
+        for j, (pid, live) in enumerate(zip(work.ids, work.live)):
+            if live:
+                self.centers[pid] = work.c[j]
+
+    def outcome(self, exact: bool) -> LloydOutcome:
+        strict = self.n_strict == len(self.n_iter) and exact
+        return self.centers, self.n_iter, self.converged, ((self.labels, self.dist) if strict else None)
 
 
 def _low_precision_copy(
