@@ -31,6 +31,14 @@ def contenders(include_fpk_ours_init: bool = True) -> dict[str, Callable[[torch.
     out["ours"] = ours
     out["ours (k-means++-sampled)"] = ours_sampled
     out["ours (n_local_trials=1)"] = ours_classic
+    out.update(_fpk_contenders(include_fpk_ours_init))
+    out.update(_library_contenders())
+    return out
+
+
+def _fpk_contenders(include_fpk_ours_init: bool) -> dict[str, Callable[[torch.Tensor, int, int], torch.Tensor]]:
+    """fast-pytorch-kmeans as the official DREAM code calls it, and from our k-means++ seeds."""
+    out: dict[str, Callable] = {}
     try:
         import fast_pytorch_kmeans as fpk
 
@@ -52,6 +60,12 @@ def contenders(include_fpk_ours_init: bool = True) -> dict[str, Callable[[torch.
             out["fast-pytorch-kmeans (our k-means++ init)"] = fpk_our_init
     except ImportError:
         print("# fast-pytorch-kmeans not installed: skipped")
+    return out
+
+
+def _library_contenders() -> dict[str, Callable[[torch.Tensor, int, int], torch.Tensor]]:
+    """scikit-learn and faiss-cpu, those installed."""
+    out: dict[str, Callable] = {}
     try:
         from sklearn.cluster import KMeans as SKKMeans
 

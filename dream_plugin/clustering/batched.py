@@ -120,6 +120,25 @@ def _validate_batch(
     return x, lens, kk, gens
 
 
+def _validate_options(
+    max_iter: object, tol: object, chunk_size: int, precision: str, n_local_trials: object, seeding: str,
+    init: object,
+) -> tuple[int, float, int, str, int | None, str]:
+    """The checked ``(max_iter, tol, chunk_size, precision, n_local_trials, seeding method)``."""
+    mi = as_int(max_iter, "max_iter")
+    if mi < 1:
+        raise ValueError(f"max_iter must be >= 1, got {mi}")
+    tol = float(tol)  # type: ignore[arg-type]
+    if not tol >= 0 or math.isinf(tol):
+        raise ValueError(f"tol must be a finite float >= 0, got {tol!r}")
+    if isinstance(init, str) and init not in ("k-means++", "k-means++-sampled", "random"):
+        raise ValueError(
+            f"unknown init {init!r}; allowed: 'k-means++', 'k-means++-sampled', 'random' or a (B, K, D) tensor"
+        )
+    return (mi, tol, check_chunk_size(chunk_size), validate_precision(precision),
+            check_n_local_trials(n_local_trials), check_seeding(seeding))
+
+
 def _row_mask(lens: list[int], n_max: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n_max, device=device).unsqueeze(0) < torch.tensor(lens, device=device).unsqueeze(1)
 
@@ -209,20 +228,8 @@ def kmeans_batched(
       (x's contents are then not the input any more). Off by default: ``x`` is never written.
     """
     x, lens, k, gens = _validate_batch(x, lengths, n_clusters, generators)
-    mi = as_int(max_iter, "max_iter")
-    if mi < 1:
-        raise ValueError(f"max_iter must be >= 1, got {mi}")
-    tol = float(tol)
-    if not tol >= 0 or math.isinf(tol):
-        raise ValueError(f"tol must be a finite float >= 0, got {tol!r}")
-    chunk_size = check_chunk_size(chunk_size)
-    precision = validate_precision(precision)
-    n_local_trials = check_n_local_trials(n_local_trials)
-    method = check_seeding(seeding)
-    if isinstance(init, str) and init not in ("k-means++", "k-means++-sampled", "random"):
-        raise ValueError(
-            f"unknown init {init!r}; allowed: 'k-means++', 'k-means++-sampled', 'random' or a (B, K, D) tensor"
-        )
+    mi, tol, chunk_size, precision, n_local_trials, method = _validate_options(
+        max_iter, tol, chunk_size, precision, n_local_trials, seeding, init)
     x = x.detach()
     xf, x_sq, mask, mu, mean_var, _ = _prepare_rows(x, lens, overwrite_x)
     tol_abs = (tol * mean_var).tolist()  # per problem: the mean feature variance over its real rows
