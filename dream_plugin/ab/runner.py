@@ -157,20 +157,12 @@ def run_arm(
     position: int = 0,
 ) -> RunResult:
     """Distil with one arm and one seed; evaluate at ``cfg.eval_iterations``."""
-    from tqdm.auto import tqdm
-
     adapter_class = adapter_class or default_adapter_class()
     t = tensors or _device_tensors(data, device)
     result = RunResult(arm=arm, seed=seed)
     start = time.perf_counter()
     seed_everything(seed)
-
-    settings = cfg.arm_settings(arm, seed)
-    # a plugin manager of this run's own: the observer sees only this run, and nothing leaks between runs
-    selector = Selector(settings, plugin_manager=build_plugin_manager(settings.plugins))
-    observer = SelectionObserver()
-    selector.pm.register(observer, name=OBSERVER_NAME)
-
+    selector, observer = _observed_selector(cfg, arm, seed)
     shape = (data.channels, data.num_classes, data.image_size)
 
     def make_net(s: int) -> torch.nn.Module:
@@ -195,12 +187,43 @@ def run_arm(
     def on_live(it: int, moment: str, net: torch.nn.Module) -> None:
         result.live.append({"iteration": it, "moment": moment, "acc": accuracy(net, t["test_x"], t["test_y"])})
 
-    bar = tqdm(total=cfg.iterations, desc=f"{arm} (seed {seed})", leave=False, disable=not cfg.progress,
-               position=position, dynamic_ncols=True)
+    bar = _progress_bar(cfg, arm, seed, position)
     ctx = LoopContext(cfg=cfg, sampler=adapter, live=live, make_net=make_net, num_classes=data.num_classes,
                       seed=seed, device=device, on_eval=on_eval, progress=bar,
                       train_x=t["images_all"], train_y=t["train_y"], on_live=on_live,
                       new_round=lambda: restart_interval(selector), pixel_range=pixel_range(data, device))
+    syn, labels = _initial_synset(cfg, data, ctx, seed, device)
+    try:
+        final = distill(syn, labels, ctx)
+    finally:
+        bar.close()
+        selector.pm.unregister(observer)
+    result.wall_seconds = time.perf_counter() - start
+    _record_run(result, ctx, observer.records, final)
+    return result
+
+
+def _observed_selector(cfg: AbConfig, arm: str, seed: int) -> tuple[Selector, SelectionObserver]:
+    """The arm's selector with a :class:`SelectionObserver` registered on it."""
+    settings = cfg.arm_settings(arm, seed)
+    # a plugin manager of this run's own: the observer sees only this run, and nothing leaks between runs
+    selector = Selector(settings, plugin_manager=build_plugin_manager(settings.plugins))
+    observer = SelectionObserver()
+    selector.pm.register(observer, name=OBSERVER_NAME)
+    return selector, observer
+
+
+def _progress_bar(cfg: AbConfig, arm: str, seed: int, position: int) -> Any:
+    """The run's tqdm bar over ``cfg.iterations`` (disabled unless ``cfg.progress``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.iterations, desc=f"{arm} (seed {seed})", leave=False, disable=not cfg.progress,
+                position=position, dynamic_ncols=True)
+
+
+def _initial_synset(cfg: AbConfig, data: ImageDataset, ctx: LoopContext, seed: int,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(synthetic images, their labels)`` before distillation: real picks (``init='real'``) or noise."""
     labels = torch.arange(data.num_classes, device=device).repeat_interleave(cfg.ipc)
     syn = torch.empty((data.num_classes * cfg.ipc, data.channels, data.image_size, data.image_size), device=device)
     if cfg.init == "real":
@@ -211,22 +234,19 @@ def run_arm(
     else:
         g = torch.Generator().manual_seed(derive_seed(seed, "syn-noise"))
         syn.copy_(torch.randn(syn.shape, generator=g))
-    try:
-        final = distill(syn, labels, ctx)
-    finally:
-        bar.close()
-        selector.pm.unregister(observer)
-    result.wall_seconds = time.perf_counter() - start
+    return syn, labels
+
+
+def _record_run(result: RunResult, ctx: LoopContext, records: list[SelectionRecord], final: torch.Tensor) -> None:
+    """Copy the loop's timings and losses, the selection totals and the final synthetic set into ``result``."""
     result.eval_seconds = ctx.eval_seconds
     result.sample_seconds = ctx.sample_seconds
     result.losses = ctx.losses
-    records = observer.records
     result.select_seconds = float(sum(r.seconds for r in records))
     result.init_select_seconds = float(sum(r.seconds for r in records if r.kind == "init"))
     result.selections = len(records)
     result.reclusterings = sum(1 for r in records if r.reclustered)
     result.synthetic = final.cpu()
-    return result
 
 
 def restart_interval(selector: Selector) -> None:
@@ -319,7 +339,7 @@ def _run_ab(
     write: bool,
     log: Callable[[str], None] | None,
 ) -> dict[str, Any]:
-    from .report import format_table, save_curves, save_grids
+    from .report import format_table
 
     device = resolve_device(cfg.device)
     data = load_data(cfg)
@@ -334,6 +354,24 @@ def _run_ab(
         f"{cfg.iterations} iterations, arms {', '.join(cfg.arms)}, seeds {cfg.seed_list}, "
         f"{cfg.eval.nets} eval nets at {cfg.eval_iterations}; device {device}, {torch.get_num_threads()} threads")
     start = time.perf_counter()
+    runs = _run_jobs(cfg, data, device, adapter_class, tensors, say)
+    total = time.perf_counter() - start
+    env["load_average_at_end"] = _loadavg()
+    results = _results(cfg, data, env, total, aggregate(cfg, runs))
+    table = format_table(results)
+    results["table"] = table
+    say("")
+    say(table)  # before any file is written: if writing fails, the numbers are still on screen
+    if write:
+        _write_outputs(results, runs, cfg, data, out_dir)
+        say(f"\nwrote {out_dir}/results.json, curves.png, " + ", ".join(f"synthetic_{a}.png" for a in cfg.arms)
+            + f" (total {total:.1f} s)")
+    return results
+
+
+def _run_jobs(cfg: AbConfig, data: ImageDataset, device: torch.device, adapter_class: type,
+              tensors: dict[str, Any], say: Callable[[str], None]) -> list[RunResult]:
+    """Every (arm, seed) run, in processes when ``cfg.jobs > 1``; logged as each ends, returned in job order."""
     runs: list[RunResult] = []
 
     def done(r: RunResult) -> None:
@@ -349,10 +387,13 @@ def _run_ab(
             done(run_arm(arm, seed, cfg, data, device, adapter_class=adapter_class, tensors=tensors))
     order = {job: i for i, job in enumerate(jobs)}
     runs.sort(key=lambda r: order[(r.arm, r.seed)])
-    total = time.perf_counter() - start
-    env["load_average_at_end"] = _loadavg()
-    summary = aggregate(cfg, runs)
-    results: dict[str, Any] = {
+    return runs
+
+
+def _results(cfg: AbConfig, data: ImageDataset, env: dict[str, Any], total: float,
+             summary: dict[str, Any]) -> dict[str, Any]:
+    """The results.json content: configuration, resolved settings, environment, total time and the summary."""
+    return {
         "config": cfg.to_dict(),
         "resolved": {"lr_img": cfg.image_lr, "eval_augment": cfg.augment_eval, "seeds": cfg.seed_list,
                      "dataset_name": data.name, "num_classes": data.num_classes, "image_size": data.image_size,
@@ -363,17 +404,16 @@ def _run_ab(
         "total_seconds": total,
         **summary,
     }
-    table = format_table(results)
-    results["table"] = table
-    say("")
-    say(table)  # before any file is written: if writing fails, the numbers are still on screen
-    if write:
-        def plots() -> dict[str, str]:
-            save_curves(results, out_dir / "curves.png")
-            first = {r.arm: r.synthetic for r in runs if r.seed == cfg.seed_list[0]}
-            return {"curves": "curves.png", **save_grids(first, data, cfg.ipc, out_dir)}
 
-        write_report(results, out_dir, plots)
-        say(f"\nwrote {out_dir}/results.json, curves.png, " + ", ".join(f"synthetic_{a}.png" for a in cfg.arms)
-            + f" (total {total:.1f} s)")
-    return results
+
+def _write_outputs(results: dict[str, Any], runs: list[RunResult], cfg: AbConfig, data: ImageDataset,
+                   out_dir: Path) -> None:
+    """results.json, then the curves and the first seed's synthetic grids (see :func:`write_report`)."""
+    from .report import save_curves, save_grids
+
+    def plots() -> dict[str, str]:
+        save_curves(results, out_dir / "curves.png")
+        first = {r.arm: r.synthetic for r in runs if r.seed == cfg.seed_list[0]}
+        return {"curves": "curves.png", **save_grids(first, data, cfg.ipc, out_dir)}
+
+    write_report(results, out_dir, plots)
