@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -125,14 +125,7 @@ def run_arm(
         return seeded_net(cfg, *shape, s, device)
 
     live = LiveNet()
-    adapter = adapter_class(
-        host_get_images(t["images_all"], t["indices_class"]),
-        t["images_all"],
-        t["indices_class"],
-        net=lambda: live.net,
-        net_factory=lambda: make_net(derive_seed(seed, "init-embed-net")),
-        selector=selector,
-    )
+    adapter = _host_adapter(adapter_class, t, live, selector, lambda: make_net(derive_seed(seed, "init-embed-net")))
 
     def on_eval(it: int, x: torch.Tensor, y: torch.Tensor) -> None:
         accs = evaluate_synset(x, y, t["test_x"], t["test_y"], cfg, make_net, seed, it)
@@ -167,6 +160,14 @@ def _observed_selector(cfg: AbConfig, arm: str, seed: int) -> tuple[Selector, Se
     observer = SelectionObserver()
     selector.pm.register(observer, name=OBSERVER_NAME)
     return selector, observer
+
+
+def _host_adapter(adapter_class: type, t: dict[str, Any], live: LiveNet, selector: Selector,
+                  net_factory: Callable[[], torch.nn.Module]) -> Any:
+    """The sampler the loop draws from: ``adapter_class`` over the host's own ``get_images``, selecting through
+    ``selector`` with the live matching network (``net_factory`` builds one for the initialisation picks)."""
+    return adapter_class(host_get_images(t["images_all"], t["indices_class"]), t["images_all"], t["indices_class"],
+                         net=lambda: live.net, net_factory=net_factory, selector=selector)
 
 
 def _progress_bar(cfg: AbConfig, arm: str, seed: int, position: int) -> Any:
