@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import time
+from typing import Callable
 
 import torch
 
@@ -65,7 +66,12 @@ def make_data(classes: int, n: int, d: int, dev: torch.device) -> torch.Tensor:
     return torch.stack(xs).to(dev)
 
 
-def main(argv: list[str] | None = None) -> int:
+Add = Callable[[str, float, float | None], None]
+"""``add(label, median seconds, float64 inertia or None)``: record one row of the table."""
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with the sizes that ``--quick`` (or the full run) implies filled in where not given."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes (3 x 300 x 64, K=8), 1 repeat")
@@ -76,28 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--skip-embed", action="store_true", help="skip the ConvNet embedding-pass row")
     args = p.parse_args(argv)
-    dev = torch.device(args.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        print("CUDA is not available; use --device cpu")
-        return 2
-    classes = args.classes or (3 if args.quick else 10)
-    n = args.n or (300 if args.quick else 5000)
-    d = args.dim or (64 if args.quick else 2048)
-    k = args.k or (8 if args.quick else 128)
-    repeats = args.repeats or (1 if args.quick else 5)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(f"# device {name}, torch {torch.__version__}, {classes} classes x {n} x {d}, K={k}, "
-          f"median of {repeats}, load {os.getloadavg()}")
+    args.classes = args.classes or (3 if args.quick else 10)
+    args.n = args.n or (300 if args.quick else 5000)
+    args.dim = args.dim or (64 if args.quick else 2048)
+    args.k = args.k or (8 if args.quick else 128)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    return args
 
-    X = make_data(classes, n, d, dev)
-    x0 = X[0]
-    rows: list[tuple[str, float, float | None]] = []
+
+def _generators(classes: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(i) for i in range(classes)]
+
+
+def _ours_rows(X: torch.Tensor, k: int, dev: torch.device, repeats: int, add: Add) -> float | None:
+    """Our k-means on one class (per precision, and the Gram path) and batched over all; the fp32 inertia."""
+    x0, classes = X[0], X.shape[0]
     ref_inertia = None
-
-    def add(label: str, seconds: float, inertia: float | None) -> None:
-        rows.append((label, seconds, inertia))
-        print(f"  {label}: {seconds * 1e3:.1f} ms", flush=True)
-
     for prec in ("fp32", "tf32", "bf16"):
         if prec != "fp32" and dev.type != "cuda":
             continue
@@ -105,20 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         inert = inertia64(x0, r.centroids)
         ref_inertia = ref_inertia or inert
         add(f"ours {prec}, one class", t, inert)
-    # the Gram-matrix path (seeding and Lloyd on X X^T) that 'auto' picks for small pools
+    # the Gram-matrix path (seeding and Lloyd on X X^T), an explicit choice for small pools
     t, r = timed(lambda: kmeans(x0, k, generator=torch.Generator().manual_seed(0), seeding="pairwise"), dev, repeats)
     add("ours fp32, seeding=pairwise (Gram path), one class", t, inertia64(x0, r.centroids))
-
-    gens = lambda: [torch.Generator().manual_seed(i) for i in range(classes)]  # noqa: E731
     for prec in ("fp32", "bf16"):
         if prec != "fp32" and dev.type != "cuda":
             continue
-        t, rb = timed(lambda: kmeans_batched(X, k, generators=gens(), precision=prec), dev, repeats)
+        t, rb = timed(lambda: kmeans_batched(X, k, generators=_generators(classes), precision=prec), dev, repeats)
         add(f"ours batched {prec}, all {classes} classes", t, inertia64(x0, rb.centroids[0]))
     # classic k-means++ (one candidate per step): a sixth of the seeding's products at K=128
-    t, rb = timed(lambda: kmeans_batched(X, k, generators=gens(), n_local_trials=1), dev, repeats)
+    t, rb = timed(lambda: kmeans_batched(X, k, generators=_generators(classes), n_local_trials=1), dev, repeats)
     add(f"ours batched fp32, n_local_trials=1, all {classes} classes", t, inertia64(x0, rb.centroids[0]))
+    return ref_inertia
 
+
+def _other_libraries_rows(x0: torch.Tensor, k: int, dev: torch.device, repeats: int, add: Add) -> None:
+    """fast-pytorch-kmeans as the official DREAM code runs it, and faiss; each skipped when not installed."""
+    n, d = x0.shape
     try:
         import fast_pytorch_kmeans as fpk
 
@@ -152,8 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - faiss GPU builds vary; the table must still print
         print(f"  faiss failed: {type(exc).__name__}: {exc}")
 
+
+def _reselection_rows(X: torch.Tensor, k: int, dev: torch.device, repeats: int, add: Add) -> None:
+    """A full re-selection of every class: batched k-means, then unique nearest picks."""
+    classes = X.shape[0]
+
     def reselect(prec: str, n_local_trials: int | None = None):
-        res = kmeans_batched(X, k, generators=gens(), precision=prec, n_local_trials=n_local_trials)
+        res = kmeans_batched(X, k, generators=_generators(classes), precision=prec, n_local_trials=n_local_trials)
         return [nearest_unique(X[b], res.centroids[b])[0] for b in range(classes)]
 
     for prec, trials in (("fp32", None), ("bf16", None), ("fp32", 1)):
@@ -163,18 +171,24 @@ def main(argv: list[str] | None = None) -> int:
         extra = ", n_local_trials=1" if trials else ""
         add(f"full re-selection {prec}{extra} (batched k-means + unique picks), all {classes} classes", t, None)
 
-    if not args.skip_embed:
-        from dream_plugin.embedding import embed_images
-        from dream_plugin.models import ConvNet
 
-        size = 8 if args.quick else 32
-        imgs = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1)).to(dev)
-        torch.manual_seed(0)
-        net = ConvNet(3, 10, size, width=32 if args.quick else 128).to(dev)
-        t, _ = timed(lambda: embed_images(net.embed, imgs, network=net, batch_size=256 if args.quick else 1024),
-                     dev, repeats)
-        add(f"embedding pass (ConvNet, {n} images {size}x{size}), one class", t, None)
+def _embedding_row(n: int, quick: bool, dev: torch.device, repeats: int, add: Add) -> None:
+    """One ConvNet embedding pass over ``n`` random images (8x8 and width 32 with ``--quick``, else 32x32, 128)."""
+    from dream_plugin.embedding import embed_images
+    from dream_plugin.models import ConvNet
 
+    size = 8 if quick else 32
+    imgs = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1)).to(dev)
+    torch.manual_seed(0)
+    net = ConvNet(3, 10, size, width=32 if quick else 128).to(dev)
+    t, _ = timed(lambda: embed_images(net.embed, imgs, network=net, batch_size=256 if quick else 1024),
+                 dev, repeats)
+    add(f"embedding pass (ConvNet, {n} images {size}x{size}), one class", t, None)
+
+
+def _print_table(rows: list[tuple[str, float, float | None]], name: str, ref_inertia: float | None,
+                 dev: torch.device, classes: int) -> None:
+    """The Markdown table of every row; on CUDA, the full re-selection against its 50 ms target."""
     print(f"\n| step ({name}) | median ms | inertia / ours fp32 |")
     print("|---|---:|---:|")
     for label, t, inert in rows:
@@ -185,6 +199,33 @@ def main(argv: list[str] | None = None) -> int:
         best = min(full)
         print(f"\nfull re-selection of {classes} classes: {best * 1e3:.1f} ms "
               f"(target <= 50 ms: {'met' if best <= 0.05 else 'NOT met'})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time every row on ``--device``, printing each as it ends, then the table; 2 when CUDA is missing."""
+    args = _parse_args(argv)
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available; use --device cpu")
+        return 2
+    classes, n, d, k, repeats = args.classes, args.n, args.dim, args.k, args.repeats
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(f"# device {name}, torch {torch.__version__}, {classes} classes x {n} x {d}, K={k}, "
+          f"median of {repeats}, load {os.getloadavg()}")
+
+    X = make_data(classes, n, d, dev)
+    rows: list[tuple[str, float, float | None]] = []
+
+    def add(label: str, seconds: float, inertia: float | None) -> None:
+        rows.append((label, seconds, inertia))
+        print(f"  {label}: {seconds * 1e3:.1f} ms", flush=True)
+
+    ref_inertia = _ours_rows(X, k, dev, repeats, add)
+    _other_libraries_rows(X[0], k, dev, repeats, add)
+    _reselection_rows(X, k, dev, repeats, add)
+    if not args.skip_embed:
+        _embedding_row(n, args.quick, dev, repeats, add)
+    _print_table(rows, name, ref_inertia, dev, classes)
     return 0
 
 

@@ -206,49 +206,50 @@ def resolve_embedder(
     if not isinstance(net, nn.Module):
         raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
     inner = unwrap_network(net)
-    cls = type(inner).__name__
-
     if embed_fn is not None:
         if method != "auto":
-            raise ValueError(
-                f"embed_fn was given together with method={method!r}; "
-                "use method='auto' (or leave embed_fn out)"
-            )
+            raise ValueError(f"embed_fn was given together with method={method!r}; "
+                             "use method='auto' (or leave embed_fn out)")
         return _user_embedder(inner, embed_fn)
+    return _auto_embedder(inner) if method == "auto" else _named_embedder(inner, method)
 
-    embed_attr = getattr(inner, "embed", None)
+
+def _named_embedder(inner: nn.Module, method: str) -> tuple[Embedder, str]:
+    """The embedder ``method`` names; a TypeError when ``inner`` does not offer it."""
+    cls = type(inner).__name__
     if method == "embed":
-        if not callable(embed_attr):
+        if not callable(getattr(inner, "embed", None)):
             raise TypeError(f"method='embed' but {cls} has no callable 'embed'")
         return _embed_method(inner)
-    # in auto mode only a method counts, not e.g. an nn.Embedding called 'embed'
-    if method == "auto" and callable(embed_attr) and not isinstance(embed_attr, nn.Module):
-        return _embed_method(inner)
-
-    feats = getattr(inner, "features", None)
     if method == "features":
-        if not callable(feats):
+        if not callable(getattr(inner, "features", None)):
             raise TypeError(f"method='features' but {cls} has no callable 'features'")
         return _features_method(inner)
-    if method == "auto" and isinstance(feats, nn.Module):
-        return _features_method(inner)
-
     if method == "return_features":
         if not _accepts_kwarg(inner.forward, "return_features", allow_var_kw=True):
-            raise TypeError(
-                f"method='return_features' but {cls}.forward takes no 'return_features' argument"
-            )
+            raise TypeError(f"method='return_features' but {cls}.forward takes no 'return_features' argument")
         return _return_features_method(inner)
-    if method == "auto" and _accepts_kwarg(inner.forward, "return_features", allow_var_kw=False):
-        return _return_features_method(inner)
+    last = _last_linear(inner)  # method == "last_linear"
+    if last is None:
+        raise TypeError(f"method='last_linear' but {cls} has no nn.Linear layer")
+    return _last_linear_method(inner, *last)
 
+
+def _auto_embedder(inner: nn.Module) -> tuple[Embedder, str]:
+    """The first embedder ``inner`` offers, in :data:`METHODS` order; a TypeError naming the choices if none."""
+    embed_attr = getattr(inner, "embed", None)
+    # only a method counts, not e.g. an nn.Embedding called 'embed'
+    if callable(embed_attr) and not isinstance(embed_attr, nn.Module):
+        return _embed_method(inner)
+    if isinstance(getattr(inner, "features", None), nn.Module):
+        return _features_method(inner)
+    if _accepts_kwarg(inner.forward, "return_features", allow_var_kw=False):
+        return _return_features_method(inner)
     last = _last_linear(inner)
     if last is not None:
         return _last_linear_method(inner, *last)
-    if method == "last_linear":
-        raise TypeError(f"method='last_linear' but {cls} has no nn.Linear layer")
     raise TypeError(
-        f"cannot tell how to embed images with {cls}: give embed_fn=... (fn(x) or "
+        f"cannot tell how to embed images with {type(inner).__name__}: give embed_fn=... (fn(x) or "
         "fn(net, x) returning (B, D) features), or use a network with an 'embed' method, "
         "a 'features' submodule, a forward accepting 'return_features', or an nn.Linear layer"
     )
@@ -302,41 +303,39 @@ def embed_images(
     ref = _first_param(network)
     target = _target_device(device, ref, tensor_pool)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else None
-    if target is not None and target.type == "cuda" and not torch.cuda.is_initialized():
-        # initialise CUDA (and its lazily seeded generators) *before* the RNG
-        # snapshot, so the CUDA generator states are captured and restored too
-        torch.cuda.init()
+    _init_cuda_before_snapshot(target)
     bounds = _balanced_bounds(total, batch_size)
     out: Tensor | None = None
     with no_side_effects(network):
         for start, stop in zip(bounds[:-1], bounds[1:]):
             chunk = tensor_pool[start:stop] if tensor_pool is not None else _load_chunk(load, start, stop)
-            if not chunk.is_floating_point():
-                raise TypeError(
-                    f"images must be floating point, got dtype {chunk.dtype}; "
-                    "convert (and normalise) them before embedding"
-                )
-            chunk_device = target if target is not None else chunk.device
-            chunk = chunk.to(device=chunk_device, dtype=dtype or chunk.dtype)
-            if normalize is not None:
-                chunk = normalize(chunk)
-            feats = _as_2d(embedder(chunk), stop - start, "the embedder").detach()
+            feats, chunk_device = _embed_chunk(embedder, chunk, target, dtype, normalize)
             if out is None:
                 out = torch.empty(total, feats.shape[1], dtype=torch.float32, device=chunk_device)
             elif feats.shape[1] != out.shape[1]:
-                raise ValueError(
-                    f"feature size changed between chunks ({out.shape[1]} then "
-                    f"{feats.shape[1]}, images {start}:{stop})"
-                )
+                raise ValueError(f"feature size changed between chunks ({out.shape[1]} then "
+                                 f"{feats.shape[1]}, images {start}:{stop})")
             out[start:stop] = feats.to(device=out.device, dtype=torch.float32)
     assert out is not None
     bad = int((~torch.isfinite(out)).any(dim=1).sum())
     if bad:
-        raise ValueError(
-            f"embeddings contain NaN/inf for {bad} of {total} images; "
-            "check the network and the image normalisation"
-        )
+        raise ValueError(f"embeddings contain NaN/inf for {bad} of {total} images; "
+                         "check the network and the image normalisation")
     return out
+
+
+def _embed_chunk(embedder: Embedder, chunk: Tensor, target: torch.device | None, dtype: torch.dtype | None,
+                 normalize: Callable[[Tensor], Tensor] | None) -> tuple[Tensor, torch.device]:
+    """``(detached features, the device they were computed on)`` of one chunk, moved, cast and normalised."""
+    n_images = chunk.shape[0]
+    if not chunk.is_floating_point():
+        raise TypeError(f"images must be floating point, got dtype {chunk.dtype}; "
+                        "convert (and normalise) them before embedding")
+    chunk_device = target if target is not None else chunk.device
+    chunk = chunk.to(device=chunk_device, dtype=dtype or chunk.dtype)
+    if normalize is not None:
+        chunk = normalize(chunk)
+    return _as_2d(embedder(chunk), n_images, "the embedder").detach(), chunk_device
 
 
 def _pool_source(
@@ -369,6 +368,13 @@ def _target_device(device: torch.device | str | None, ref: Tensor | None, pool: 
     if ref is not None:
         return ref.device
     return pool.device if pool is not None else None
+
+
+def _init_cuda_before_snapshot(target: torch.device | None) -> None:
+    """Initialise CUDA (and its lazily seeded generators) *before* the RNG snapshot of
+    :func:`~dream_plugin.host_state.no_side_effects`, so the CUDA generator states are captured and restored too."""
+    if target is not None and target.type == "cuda" and not torch.cuda.is_initialized():
+        torch.cuda.init()
 
 
 def _balanced_bounds(total: int, batch_size: int) -> list[int]:

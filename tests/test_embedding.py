@@ -166,6 +166,22 @@ def test_explicit_method_unavailable():
         resolve_embedder(DCNet(), method="return_features")
     with pytest.raises(TypeError, match="method='last_linear' but NoLinear has no nn.Linear"):
         resolve_embedder(NoLinear(), method="last_linear")
+    with pytest.raises(TypeError, match="method='features' but NoLinear has no callable 'features'"):
+        resolve_embedder(NoLinear(), method="features")
+
+
+def test_auto_finds_nothing_names_every_way():
+    with pytest.raises(TypeError, match=r"cannot tell how to embed images with NoLinear: give embed_fn=\.\.\. .*"
+                                        r"an 'embed' method, a 'features' submodule, a forward accepting "
+                                        r"'return_features', or an nn\.Linear layer"):
+        resolve_embedder(NoLinear())
+
+
+def test_integer_images_are_refused_before_embedding():
+    net = DCNet().eval()
+    embedder, _ = resolve_embedder(net)
+    with pytest.raises(TypeError, match=r"images must be floating point, got dtype torch\.uint8; convert"):
+        embed_images(embedder, torch.zeros(4, 3, 8, 8, dtype=torch.uint8), network=net)
 
 
 def test_unknown_method():

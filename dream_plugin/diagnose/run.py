@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,6 +49,34 @@ def _mean_stats(stats: list[dict[str, float]]) -> dict[str, float]:
     return {m: float(np.mean([s[m] for s in stats])) for m in METRICS}
 
 
+@dataclass
+class _ClassPool:
+    """One class's pool with its per-sample losses, gradients and features, computed once for every cell."""
+
+    c: int
+    pool: torch.Tensor
+    losses: torch.Tensor
+    grads: torch.Tensor
+    layout: list[tuple[str, torch.Size]]
+    feats: torch.Tensor
+    metric: str
+
+    def __post_init__(self) -> None:
+        self.g_pool = self.grads.mean(0)
+        self.norms = self.grads.norm(dim=1)
+        self.size = int(self.pool.numel())
+
+    def stats(self, positions: torch.Tensor) -> dict[str, float]:
+        """Gradient agreement of the batch ``positions`` with the whole pool."""
+        return batch_gradient_stats(self.grads, positions, self.layout, full=self.g_pool, metric=self.metric)
+
+    def keep(self, samples: dict[str, dict[str, list[float]]], name: str, positions: torch.Tensor) -> None:
+        """Add the picks' per-sample losses and gradient norms to ``samples[name]``."""
+        slot = samples.setdefault(name, {"loss": [], "grad_norm": []})
+        slot["loss"] += self.losses[positions].tolist()
+        slot["grad_norm"] += self.norms[positions].tolist()
+
+
 def diagnose_network(
     spec: str, cfg: DiagnoseConfig, data: ImageDataset, device: torch.device,
     say: Callable[[str], None] = lambda _m: None,
@@ -59,46 +88,62 @@ def diagnose_network(
     selectors = _selectors(cfg)
     cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
     samples: dict[str, dict[str, list[float]]] = {}
-    hist_n = max(cfg.sizes)
     for c, pool in enumerate(data.class_indices()):
         x = data.train_images[pool].to(device)
         y = data.train_labels[pool].to(device)
         losses, grads, layout = per_sample_gradients(net, x, y)
         feats = embed_images(embedder, x, network=net)  # once per class: every strategy clusters these
-        g_pool = grads.mean(0)
-        norms = grads.norm(dim=1)
-        size = int(pool.numel())
+        cp = _ClassPool(c, pool, losses, grads, layout, feats, cfg.metric)
+        _diagnose_class(cp, cfg, selectors, device, cells, samples)
+    rows = _rows(cells, cfg.strategies)
+    dist = {name: {k: _summary(v) for k, v in d.items()} for name, d in samples.items()}
+    acc = accuracy(net, data.test_images.to(device), data.test_labels.to(device))
+    say(f"  network {spec}: test accuracy {100 * acc:.1f}% ({time.perf_counter() - start:.1f} s)")
+    return {"network": spec, "test_accuracy": acc, "rows": rows, "distributions": dist, "samples": samples,
+            "histogram_n": max(cfg.sizes), "seconds": time.perf_counter() - start}
 
-        def keep(name: str, positions: torch.Tensor) -> None:
-            slot = samples.setdefault(name, {"loss": [], "grad_norm": []})
-            slot["loss"] += losses[positions].tolist()
-            slot["grad_norm"] += norms[positions].tolist()
 
-        keep("pool", torch.arange(size))
-        for n in cfg.sizes:
-            if n > size:
+def _diagnose_class(cp: _ClassPool, cfg: DiagnoseConfig, selectors: dict[str, Selector], device: torch.device,
+                    cells: dict[tuple[str, int], list[dict[str, Any]]],
+                    samples: dict[str, dict[str, list[float]]]) -> None:
+    """Add one class's cell of every (strategy, size) to ``cells``, and its picks at the largest size to ``samples``."""
+    hist_n = max(cfg.sizes)
+    cp.keep(samples, "pool", torch.arange(cp.size))
+    for n in cfg.sizes:
+        if n > cp.size:
+            continue
+        random_stats = _random_draws(cp, n, cfg, cells, samples)
+        for name, sel in selectors.items():
+            if name == "dream+" and n % cfg.subsample:
                 continue
-            g = torch.Generator().manual_seed(derive_seed(cfg.seed, "diagnose-random", c, n))
-            draws = [torch.randperm(size, generator=g)[:n] for _ in range(cfg.draws)]
-            random_stats = [batch_gradient_stats(grads, d, layout, full=g_pool, metric=cfg.metric) for d in draws]
-            if "random" in cfg.strategies:
-                cells.setdefault(("random", n), []).append(
-                    {"class": c, **_mean_stats(random_stats),
-                     "cosine_sd": float(np.std([s["cosine"] for s in random_stats], ddof=1))})
-                if n == hist_n:
-                    keep("random", draws[0])
-            for name, sel in selectors.items():
-                if name == "dream+" and n % cfg.subsample:
-                    continue
-                # the pool's "images" are its precomputed features and embedding is the identity: the
-                # strategies see exactly the features the network's embedder gives, computed once
-                positions = sel.select(c, n, pool, lambda p, f=feats: f[p.to(f.device)], kind="match",
-                                       embed=_identity, device=device)
-                st = batch_gradient_stats(grads, positions, layout, full=g_pool, metric=cfg.metric)
-                beaten = float(np.mean([r["cosine"] > st["cosine"] for r in random_stats]))
-                cells.setdefault((name, n), []).append({"class": c, **st, "random_better": beaten})
-                if n == hist_n:
-                    keep(name, positions)
+            # the pool's "images" are its precomputed features and embedding is the identity: the
+            # strategies see exactly the features the network's embedder gives, computed once
+            positions = sel.select(cp.c, n, cp.pool, lambda p, f=cp.feats: f[p.to(f.device)], kind="match",
+                                   embed=_identity, device=device)
+            st = cp.stats(positions)
+            beaten = float(np.mean([r["cosine"] > st["cosine"] for r in random_stats]))
+            cells.setdefault((name, n), []).append({"class": cp.c, **st, "random_better": beaten})
+            if n == hist_n:
+                cp.keep(samples, name, positions)
+
+
+def _random_draws(cp: _ClassPool, n: int, cfg: DiagnoseConfig, cells: dict[tuple[str, int], list[dict[str, Any]]],
+                  samples: dict[str, dict[str, list[float]]]) -> list[dict[str, float]]:
+    """The statistics of ``cfg.draws`` seeded random batches of ``n``; the random cell too when it is a strategy."""
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, "diagnose-random", cp.c, n))
+    draws = [torch.randperm(cp.size, generator=g)[:n] for _ in range(cfg.draws)]
+    random_stats = [cp.stats(d) for d in draws]
+    if "random" in cfg.strategies:
+        cells.setdefault(("random", n), []).append(
+            {"class": cp.c, **_mean_stats(random_stats),
+             "cosine_sd": float(np.std([s["cosine"] for s in random_stats], ddof=1))})
+        if n == max(cfg.sizes):
+            cp.keep(samples, "random", draws[0])
+    return random_stats
+
+
+def _rows(cells: dict[tuple[str, int], list[dict[str, Any]]], strategies: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per (strategy, size): every metric's mean over classes, sorted by size, then ``strategies`` order."""
     rows = []
     for (name, n), per_class in cells.items():
         row = {"strategy": name, "n": n, "classes": len(per_class),
@@ -108,13 +153,9 @@ def diagnose_network(
         else:
             row["random_better"] = float(np.mean([p["random_better"] for p in per_class]))
         rows.append(row)
-    order = {s: i for i, s in enumerate(cfg.strategies)}
+    order = {s: i for i, s in enumerate(strategies)}
     rows.sort(key=lambda r: (r["n"], order[r["strategy"]]))
-    dist = {name: {k: _summary(v) for k, v in d.items()} for name, d in samples.items()}
-    acc = accuracy(net, data.test_images.to(device), data.test_labels.to(device))
-    say(f"  network {spec}: test accuracy {100 * acc:.1f}% ({time.perf_counter() - start:.1f} s)")
-    return {"network": spec, "test_accuracy": acc, "rows": rows, "distributions": dist, "samples": samples,
-            "histogram_n": hist_n, "seconds": time.perf_counter() - start}
+    return rows
 
 
 def _summary(values: list[float]) -> dict[str, float]:
