@@ -98,8 +98,6 @@ def run_ab(
     ``out`` is checked before any work (see :func:`~dream_plugin.ab.output.prepare_out_dir`; ``force``
     replaces an earlier run there), and results.json is written before the plots.
     """
-    from .report import format_table, save_curves, save_grids
-
     cfg.validate()
     if write:
         require("matplotlib", what="dream-plugin ab (its plots)")
