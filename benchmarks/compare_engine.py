@@ -7,7 +7,8 @@ Both sides cluster the same tensors (made once here, from the engine section's d
 fresh interpreters that alternate: round r runs the baseline, then this checkout. A side is each
 checkout's ``dream_plugin`` found through ``PYTHONPATH`` (checked: the child reports which one it
 imported). The table gives the median over rounds of each side's median time and the ratio
-this / baseline; on a shared machine, run-to-run noise of a few per cent remains.
+this / baseline; on a shared machine, run-to-run noise of a few per cent remains: ``--candidate``
+set to the baseline itself (an A/A run) shows how much.
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ def _run_side(side: Path, data: str, out: str, repeats: int, threads: int) -> di
     return res["rows"]
 
 
-def compare(baseline: Path, rounds: int, repeats: int, quick: bool, threads: int) -> list[dict]:
-    """Rows ``{row, baseline_s, this_s, ratio}``: medians over ``rounds`` alternating child runs."""
+def compare(baseline: Path, rounds: int, repeats: int, quick: bool, threads: int, candidate: Path = THIS) -> list[dict]:
+    """Rows ``{row, baseline_s, this_s, ratio}``: medians over ``rounds`` alternating child runs of
+    ``baseline`` and ``candidate`` (this checkout unless given)."""
     sets, ks, feats = engine_data_sets(quick)
     times: dict[str, dict[str, list[float]]] = {"baseline": {}, "this": {}}
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data.pt")
         torch.save({"sets": sets, "ks": list(ks), "feats": feats, "ten_class_k": 64 if quick else 128}, data)
         for r in range(rounds):
-            for name, side in (("baseline", baseline), ("this", THIS)):
+            for name, side in (("baseline", baseline), ("this", candidate)):
                 rows = _run_side(side, data, os.path.join(tmp, f"{name}-{r}.json"), repeats, threads)
                 for row, s in rows.items():
                     times[name].setdefault(row, []).append(s)
@@ -72,15 +74,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--rounds", type=int, default=2, help="alternating runs per side (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="repeats per row inside a run, as in benchmarks.run")
     p.add_argument("--threads", type=int, default=1, help="threads of both sides (default 1)")
+    p.add_argument("--candidate", type=Path, default=THIS,
+                   help="the checkout to time against the baseline (default: this one; the baseline itself "
+                        "gives an A/A run, i.e. the noise)")
     p.add_argument("--quick", action="store_true", help="the engine section's quick sizes")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
-    baseline = args.baseline.resolve()
-    if not (baseline / "dream_plugin" / "__init__.py").is_file():
-        p.error(f"--baseline: '{args.baseline}' holds no dream_plugin package; expected the root of a checkout")
-    print(f"# engine rows: this ({_commit(THIS)}) / baseline ({_commit(baseline)}), {args.threads} thread(s), "
+    baseline, candidate = args.baseline.resolve(), args.candidate.resolve()
+    for opt, path in (("--baseline", args.baseline), ("--candidate", args.candidate)):
+        if not (path / "dream_plugin" / "__init__.py").is_file():
+            p.error(f"{opt}: '{path}' holds no dream_plugin package; expected the root of a checkout")
+    print(f"# engine rows: this ({_commit(candidate)}) / baseline ({_commit(baseline)}), {args.threads} thread(s), "
           f"{args.rounds} rounds; start {load()}")
-    rows = compare(baseline, args.rounds, args.repeats, args.quick, args.threads)
+    rows = compare(baseline, args.rounds, args.repeats, args.quick, args.threads, candidate)
     print("| row | baseline s | this s | this / baseline |")
     print("|---|---:|---:|---:|")
     for r in rows:

@@ -123,6 +123,13 @@ def test_batched_validation():
         kmeans_batched(x, 2, init=torch.zeros(2, 3, 3))
     with pytest.raises(ValueError, match="precision"):
         kmeans_batched(x, 2, precision="fp8")
+    bad = torch.randn(3, 10, 3)
+    bad[1, 4, 2] = float("nan")
+    bad[2, 7, 0] = float("inf")  # a padded row of problem 2 (length 6): ignored
+    with pytest.raises(ValueError, match=r"x contains NaN or inf values \(problem 1, rows \[4\]\)"):
+        kmeans_batched(bad, 2, lengths=[10, 10, 6])
+    bad[1, 4, 2] = 0.0
+    assert kmeans_batched(bad, 2, lengths=[10, 10, 6]).labels[2, 6:].eq(-1).all()
 
 
 # --------------------------------------------------------------------------- seeding / precision

@@ -28,7 +28,7 @@ from .distances import check_chunk_size, compute_dtype
 from .lloyd import assign, lloyd
 from .small_pools import SmallPoolGrams, rows_of
 from .seeding import DEFAULT_SEEDING, blocked_seeds, check_n_local_trials, check_seeding, initial_centres, sampled_size, small_pool
-from .validation import KMeansResult, as_int, make_generator, validate_precision
+from .validation import KMeansResult, as_int, check_finite_rows, make_generator, validate_precision
 
 __all__ = ["BatchedKMeansResult", "kmeans_batched", "pad_problems"]
 
@@ -163,9 +163,7 @@ def _prepare_rows(
         else:
             xf = torch.where(mask.unsqueeze(2), xf, torch.zeros((), dtype=xf.dtype, device=dev))
             owned = True
-    # cheap screen first (a NaN/inf makes its row sum non-finite), exact check only if it fails
-    if not bool(torch.isfinite(xf.sum(dim=2)).all()) and not bool(torch.isfinite(xf).all()):
-        raise ValueError("x contains NaN or inf values in its real rows")
+    check_finite_rows(xf)  # padded rows are zero by now: only real rows can fail
     xf, x_sq, mu, mean_var = centre_far_problems(xf, lens, mask if padded else None, owned)
     return xf, x_sq, mask, mu, mean_var, padded
 

@@ -67,7 +67,7 @@ def kmeans(
       float32 at least (half inputs are upcast) and the centroids come back in x's dtype. Labels
       and inertia always match the returned centroids.
     """
-    x = validate_x(x).detach()  # clustering is never differentiated: no autograd graph
+    x = validate_x(x, check_finite=False).detach()  # never differentiated; NaN / inf: checked by the engine
     k, max_iter, tol, chunk_size = validate_common(x, n_clusters, max_iter, tol, chunk_size)
     init = validate_init(init, x, k)
     res = kmeans_batched(

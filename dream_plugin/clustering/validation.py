@@ -98,7 +98,9 @@ def as_int(value: object, name: str) -> int:
         raise TypeError(f"{name} must be an int, got {value!r}") from None
 
 
-def validate_x(x: object) -> torch.Tensor:
+def validate_x(x: object, check_finite: bool = True) -> torch.Tensor:
+    """``x`` as a 2-D floating-point tensor with rows; ``check_finite``: also refuse NaN / inf values
+    (:func:`kmeans` leaves that to the batched engine, which checks every real row once)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
     if not x.is_floating_point():
@@ -109,16 +111,30 @@ def validate_x(x: object) -> torch.Tensor:
         raise ValueError(f"x must be 2-D with shape (N, D), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"x must contain at least one row, got shape {tuple(x.shape)}")
-    # cheap screen first: a NaN/inf anywhere makes its row sum non-finite
-    if bool(torch.isfinite(x.sum(dim=1)).all()):
-        return x
-    finite_rows = torch.isfinite(x).all(dim=1)  # exact check (row sums may merely overflow)
-    if not bool(finite_rows.all()):
-        bad = (~finite_rows).nonzero().flatten()
-        shown = ", ".join(str(i) for i in bad[:5].tolist())
-        more = f", ...]; {bad.numel()} rows in total" if bad.numel() > 5 else "]"
-        raise ValueError(f"x contains NaN or inf values (rows [{shown}{more})")
+    if check_finite:
+        check_finite_rows(x.unsqueeze(0))
     return x
+
+
+def check_finite_rows(x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    """Refuse NaN / inf values in the real rows of ``x`` ``(B, N, D)`` (``mask``: the real rows, or
+    None for all), naming the rows (and, in a batch, the problem) that hold them."""
+    # cheap screen first: a NaN/inf anywhere makes its row sum non-finite
+    sums = x.sum(dim=2)
+    if mask is not None:
+        sums = sums.masked_fill(~mask, 0)
+    if bool(torch.isfinite(sums).all()):
+        return
+    finite_rows = torch.isfinite(x).all(dim=2)  # exact check (row sums may merely overflow)
+    if mask is not None:
+        finite_rows |= ~mask
+    for b in range(x.shape[0]):
+        bad = (~finite_rows[b]).nonzero().flatten()
+        if bad.numel():
+            shown = ", ".join(str(i) for i in bad[:5].tolist())
+            more = f", ...]; {bad.numel()} rows in total" if bad.numel() > 5 else "]"
+            where = "" if x.shape[0] == 1 else f"problem {b}, "
+            raise ValueError(f"x contains NaN or inf values ({where}rows [{shown}{more})")
 
 
 def validate_common(
