@@ -101,7 +101,7 @@ def _engine_rows(dname: str, x: torch.Tensor, k: int, cons: dict[str, Callable],
             cents[name].append(inertia64(x, fn(x, k, seed)))
         return run
 
-    # small problems (tens of ms) are the noisiest on a shared VM: 5x the repeats there
+    # small problems (a few ms) are the noisiest on a shared machine: 5x the repeats there
     reps = repeats * 5 if x.shape[0] <= 1000 else repeats
     t = bench({name: runner(name, fn) for name, fn in cons.items()}, reps)
     base_t, base_i = statistics.median(t["ours"]), statistics.median(cents["ours"])
