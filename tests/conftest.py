@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +93,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def _writable(path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A folder that refuses new files: a read-only temporary folder, or (as root, who ignores
+    permission bits) a read-only system folder; skips when there is none."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    if _writable(d):  # root ignores permission bits: fall back to a read-only system folder
+        d.chmod(0o755)
+        d = next((p for p in ("/sys", "/proc") if os.path.isdir(p) and not _writable(p)), None)
+        if d is None:
+            pytest.skip("no unwritable folder available to this user")
+    yield d
+    if not isinstance(d, str):
+        d.chmod(0o755)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import pytest
 
@@ -25,29 +24,6 @@ def no_work(monkeypatch):
         raise AssertionError("the run started before --out was checked")
 
     monkeypatch.setattr(runner, "load_data", refuse)
-
-
-def _writable(path) -> bool:
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def unwritable_dir(tmp_path):
-    d = tmp_path / "ro"
-    d.mkdir()
-    d.chmod(0o555)
-    if _writable(d):  # root ignores permission bits: fall back to a read-only system folder
-        d.chmod(0o755)
-        d = next((p for p in ("/sys", "/proc") if os.path.isdir(p) and not _writable(p)), None)
-        if d is None:
-            pytest.skip("no unwritable folder available to this user")
-    yield d
-    if not isinstance(d, str):
-        d.chmod(0o755)
 
 
 def test_out_that_is_a_file_is_refused_before_any_work(tmp_path, no_work):
