@@ -261,10 +261,9 @@ def _fit(
     """The Lloyd loop for every problem: the small ones on their Gram matrices, the others by
     products; each problem gets the same treatment alone and in a batch."""
     b = xf.shape[0]
-    groups = [(small, True), ([i for i in range(b) if i not in set(small)], False)]
+    small_set = set(small)
+    groups = [(small, True), ([i for i in range(b) if i not in small_set], False)]
     groups = [(ids, use_gram) for ids, use_gram in groups if ids]
-    if len(groups) == 1 and not groups[0][1]:
-        return lloyd(xf, x_sq, mask, lens, centers, k, max_iter, tol_abs, chunk_size, precision, first_assignment=first)
     out_centers = centers.clone()
     n_iter, converged = [0] * b, [False] * b
     labels = torch.empty(mask.shape, dtype=torch.long, device=xf.device)

@@ -45,21 +45,19 @@ def sum_by_label(
     *,
     one_hot: bool | None = None,
     rows: int = 4096,
-    buf: torch.Tensor | None = None,
     bins: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out[b, c]`` = sum of the rows ``m[b, i]`` with ``labels[b, i] == c`` (padded rows ignored): ``(B, K, M)``.
 
     ``one_hot``: force the accelerator path (None: by device); it works through ``rows``-row
-    chunks so its ``(B, rows, K)`` one-hot matrix stays bounded. ``buf``: a ``(B * K + 1, M)``
-    scratch buffer the CPU path reuses (a fresh multi-megabyte allocation in every iteration of a
-    loop costs page faults). ``bins``: :func:`flat_bins` of these labels, when the caller has them.
+    chunks so its ``(B, rows, K)`` one-hot matrix stays bounded. ``bins``: :func:`flat_bins` of
+    these labels, when the caller has them.
     """
     b, n, width = m.shape
     if one_hot is None:
         one_hot = m.device.type != "cpu"
     if not one_hot:
-        out = buf.zero_() if buf is not None else m.new_zeros((b * k + 1, width))
+        out = m.new_zeros((b * k + 1, width))
         out.index_add_(0, bins if bins is not None else flat_bins(labels, mask, k), m.reshape(-1, width))
         return out[: b * k].view(b, k, width)
     sums = m.new_zeros((b, k, width))

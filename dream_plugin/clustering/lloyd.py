@@ -4,9 +4,9 @@ Each iteration assigns every row to its nearest centroid (``|x|^2 - 2 x c^T + |c
 ``baddbmm`` per row chunk, or in bfloat16 on centred rows with ``precision='bf16'`` on CUDA),
 replaces each centroid by the mean of its rows, and re-seeds empty clusters on the farthest rows
 as scikit-learn does. A problem stops when its labels no longer change or its centroid shift is
-within its tolerance; stopped problems leave the batch (it is compacted), so a batch costs about
-what its slowest member costs. Every step treats each problem alone: its rows, its labels and its
-sums are the same whether it runs alone or in a batch.
+within its tolerance; stopped problems leave the batch once half of it has stopped (it is then
+compacted), so a batch costs about what its slowest member costs. Every step treats each problem
+alone: its rows, its labels and its sums are the same whether it runs alone or in a batch.
 """
 
 from __future__ import annotations
@@ -35,42 +35,38 @@ def assign(
     :func:`_low_precision_copy`; the matrix product then runs in bfloat16 (GPU option).
     """
     b, n, _ = x.shape
-    if low is None and n <= rows:  # one chunk: no output buffers to fill
-        return _assign_block(x, x_sq, c, c.square().sum(-1))
+    if low is None:
+        c_sq = c.square().sum(-1)  # (B, K)
+        if n <= rows:  # one chunk: no output buffers to fill
+            return _assign_block(x, x_sq, c, c_sq)
     labels = torch.empty((b, n), dtype=torch.long, device=x.device)
     dist = torch.empty((b, n), dtype=x.dtype, device=x.device)
     if low is None:
-        c_sq = c.square().sum(-1)  # (B, K)
-        transposed = c.shape[1] <= TRANSPOSED_MAX_K
-        c_t = c.transpose(1, 2)
         for s in range(0, n, rows):
             e = min(s + rows, n)
-            if transposed:  # (B, K, rows): faster for few centroids (see distances.TRANSPOSED_MAX_K)
-                blk = torch.baddbmm(c_sq.unsqueeze(2), c, x[:, s:e].transpose(1, 2), alpha=-2.0)
-                vals, idx = blk.min(dim=1)
-            else:
-                blk = torch.baddbmm(c_sq.unsqueeze(1), x[:, s:e], c_t, alpha=-2.0)
-                vals, idx = blk.min(dim=2)
-            labels[:, s:e] = idx
-            torch.add(vals, x_sq[:, s:e], out=dist[:, s:e])
-    else:
-        mm_x, mu, xc_sq = low
-        cc = c - mu
-        c_sq = cc.square().sum(-1).unsqueeze(1)
-        c_t = cc.to(torch.bfloat16).transpose(1, 2)
-        for s in range(0, n, rows):
-            e = min(s + rows, n)
-            blk = torch.bmm(mm_x[:, s:e], c_t).to(x.dtype).mul_(-2.0).add_(c_sq)
-            vals, idx = blk.min(dim=2)
-            labels[:, s:e] = idx
-            torch.add(vals, xc_sq[:, s:e], out=dist[:, s:e])
+            labels[:, s:e], dist[:, s:e] = _assign_block(x[:, s:e], x_sq[:, s:e], c, c_sq)
+        return labels, dist
+    mm_x, mu, xc_sq = low
+    cc = c - mu
+    c_sq = cc.square().sum(-1).unsqueeze(1)
+    c_t = cc.to(torch.bfloat16).transpose(1, 2)
+    for s in range(0, n, rows):
+        e = min(s + rows, n)
+        blk = torch.bmm(mm_x[:, s:e], c_t).to(x.dtype).mul_(-2.0).add_(c_sq)
+        vals, idx = blk.min(dim=2)
+        labels[:, s:e] = idx
+        torch.add(vals, xc_sq[:, s:e], out=dist[:, s:e])
     return labels, dist.clamp_(min=0)
 
 
 def _assign_block(
     x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`assign` of all rows at once (the same products and minima as one of its chunks)."""
+    """Nearest centroid and squared distance of the rows ``x`` ``(B, rows, D)``: one product, one minimum.
+
+    Up to :data:`~.distances.TRANSPOSED_MAX_K` centroids the product is ``c x^T`` (K x rows), which
+    is faster for few centroids.
+    """
     if c.shape[1] <= TRANSPOSED_MAX_K:
         vals, idx = torch.baddbmm(c_sq.unsqueeze(2), c, x.transpose(1, 2), alpha=-2.0).min(dim=1)
     else:
@@ -191,9 +187,10 @@ def lloyd(
             out.iterated(work, it + 1)
             if any(done):
                 out.finished(work, done, same, new, labels, dist)
-                if not any(work.retire(done)):
+                kept = work.retire(done, new, labels, counts, empty)
+                if kept is None:
                     break
-                new, labels, counts, empty = work.compacted(new, labels, counts, empty)
+                new, labels, counts, empty = kept
             # every problem still iterating moved to its new centroids: plain means unless it had empty clusters
             dists.moved(new, labels, counts, [e and live for e, live in zip(empty, work.live)])
             work.c, work.prev_labels = new, labels
@@ -216,7 +213,6 @@ class _Working:
         self.ids = list(range(xf.shape[0]))
         self.live = [True] * len(self.ids)
         self.prev_labels: torch.Tensor | None = None
-        self._keep: tuple[list[int], torch.Tensor] | None = None
 
     def means(self, labels: torch.Tensor, dist: torch.Tensor, k: int, lens: list[int], chunk_size: int):
         """New centroids ``(B, K, D)``, the cluster counts and which problems had empty clusters."""
@@ -244,26 +240,23 @@ class _Working:
         done = [live and (s or sh <= t) for live, s, sh, t in zip(self.live, same, shift, self.tols)]
         return same, done
 
-    def retire(self, done: list[bool]) -> list[bool]:
-        """Mark the ``done`` slots as stopped; compact when half the slots have. Returns the live slots."""
+    def retire(self, done: list[bool], new: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
+               empty: list[bool]):
+        """Mark the ``done`` slots as stopped; when half the slots have, compact the batch and this
+        iteration's per-slot results ``(new, labels, counts, empty)``. Returns those results, or None
+        when no problem is left."""
         self.live = [live and not d for live, d in zip(self.live, done)]
         n_live = sum(self.live)
-        self._keep = None
-        if n_live and 2 * (len(self.live) - n_live) >= len(self.live):
-            keep = [j for j, live in enumerate(self.live) if live]
-            kd = torch.tensor(keep, device=self.x.device)
-            self.ids, self.live, self.tols = [self.ids[j] for j in keep], [True] * n_live, [self.tols[j] for j in keep]
-            self.x, self.c = self.x[kd], self.c[kd]
-            self.mask = self.mask[kd] if self.mask is not None else None
-            self.dists.select(kd, self.ids)
-            self._keep = (keep, kd)
-        return self.live
-
-    def compacted(self, new: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor, empty: list[bool]):
-        """This iteration's per-slot results, cut to the slots kept by the last :meth:`retire`."""
-        if self._keep is None:
+        if not n_live:
+            return None
+        if 2 * (len(self.live) - n_live) < len(self.live):
             return new, labels, counts, empty
-        keep, kd = self._keep
+        keep = [j for j, live in enumerate(self.live) if live]
+        kd = torch.tensor(keep, device=self.x.device)
+        self.ids, self.live, self.tols = [self.ids[j] for j in keep], [True] * n_live, [self.tols[j] for j in keep]
+        self.x, self.c = self.x[kd], self.c[kd]
+        self.mask = self.mask[kd] if self.mask is not None else None
+        self.dists.select(kd, self.ids)
         return new[kd], labels[kd], counts[kd], [empty[j] for j in keep]
 
 
