@@ -118,7 +118,7 @@ def _engine_rows(dname: str, x: torch.Tensor, k: int, cons: dict[str, Callable],
     return rows
 
 
-def ten_class_contenders(feats: list[torch.Tensor], k: int) -> dict[str, Callable[[int], object]]:
+def _ten_class_contenders(feats: list[torch.Tensor], k: int) -> dict[str, Callable[[int], object]]:
     """One re-selection of all ten MNIST classes: a loop of per-class runs vs one batched run."""
     xb, lens = pad_problems(feats)
 
@@ -134,7 +134,7 @@ def ten_class_contenders(feats: list[torch.Tensor], k: int) -> dict[str, Callabl
 
 
 def _ten_class_rows(feats: list[torch.Tensor], k: int, cons: dict[str, Callable], repeats: int) -> list[dict]:
-    fns = ten_class_contenders(feats, k)
+    fns = _ten_class_contenders(feats, k)
     if "fast-pytorch-kmeans (official use)" in cons:
         fo = cons["fast-pytorch-kmeans (official use)"]
         fns["fast-pytorch-kmeans (official use), loop over 10 classes"] = lambda seed: [fo(f, k, seed) for f in feats]
