@@ -67,10 +67,14 @@ def test_batch_statistics_equal_a_hand_computation(tiny_problem):
     st = batch_gradient_stats(grads, pos, layout)
     assert st["cosine"] == pytest.approx(gb @ gp / (np.linalg.norm(gb) * np.linalg.norm(gp)), rel=1e-10)
     assert st["rel_error"] == pytest.approx(np.linalg.norm(gb - gp) / np.linalg.norm(gp), rel=1e-10)
-    assert st["idc_distance"] == pytest.approx(np.abs(gb - gp).sum(), rel=1e-10)
+    assert st["l1_distance"] == pytest.approx(np.abs(gb - gp).sum(), rel=1e-10)
+    assert st["mse_distance"] == pytest.approx(((gb - gp) ** 2).sum(), rel=1e-10)
     rows_b, rows_p = gb.reshape(4, 3), gp.reshape(4, 3)
     cos_rows = (rows_b * rows_p).sum(1) / (np.linalg.norm(rows_b, axis=1) * np.linalg.norm(rows_p, axis=1) + 1e-6)
     assert st["dc_distance"] == pytest.approx((1 - cos_rows).sum(), rel=1e-8)
+    assert st["distance"] == st["l1_distance"]  # the metric chosen (l1 by default)
+    for metric in ("l1", "mse", "dc"):
+        assert batch_gradient_stats(grads, pos, layout, metric=metric)["distance"] == st[f"{metric}_distance"]
     assert st["batch_norm"] == pytest.approx(np.linalg.norm(gb)) and st["pool_norm"] == pytest.approx(np.linalg.norm(gp))
     # the whole pool as the batch: perfect agreement
     whole = batch_gradient_stats(grads, torch.arange(7), layout)
@@ -91,7 +95,7 @@ def test_distances_skip_what_dc_and_idc_skip():
 
 def test_diagnose_runs_end_to_end_on_digits(tmp_path):
     cfg = DiagnoseConfig(dataset="digits", networks=("fresh", "trained:5"), sizes=(4, 8), draws=3, width=8,
-                         depth=2, subsample=2)
+                         depth=2, subsample=2, metric="dc")
     res = run_diagnose(cfg, out=tmp_path)
     on_disk = json.loads((tmp_path / "diagnose.json").read_text())
     assert (tmp_path / "diagnose.png").stat().st_size > 1000
@@ -101,12 +105,21 @@ def test_diagnose_runs_end_to_end_on_digits(tmp_path):
         assert got == {(s, n) for s in cfg.strategies for n in cfg.sizes}
         for r in net["rows"]:
             assert r["classes"] == 10 and -1 <= r["cosine"] <= 1 and r["rel_error"] >= 0
-            assert math.isfinite(r["dc_distance"]) and math.isfinite(r["idc_distance"])
+            assert all(math.isfinite(r[f"{m}_distance"]) for m in ("l1", "mse", "dc"))
+            assert r["distance"] == r["dc_distance"]  # --metric dc
             if r["strategy"] != "random":
-                assert 0 <= r["random_better"] <= 1
+                assert 0 <= r["random_better"] <= 1 and 0 <= r["random_closer"] <= 1
+                random_row = next(x for x in net["rows"] if x["strategy"] == "random" and x["n"] == r["n"])
+                # vs random: the strategy's distance minus the random draws' mean, class by class
+                assert r["vs_random"] == pytest.approx(r["distance"] - random_row["distance"], abs=1e-9)
+        preds = {(p["strategy"], p["n"]): p for p in net["predictions"]}
+        assert set(preds) == {(s, n) for s in cfg.strategies if s != "random" for n in cfg.sizes}
+        for p in preds.values():
+            assert p["metric"] == "dc" and p["predicts"] == ("helps" if p["vs_random"] < 0 else "does not help")
         assert set(net["distributions"]) == {"pool", "random", "dream", "dream+", "herding", "kcenter"}
         assert net["distributions"]["pool"]["loss"]["count"] == sum(int(p.numel()) for p in _pools())
-    assert "network fresh" in res["table"]
+    assert "network fresh" in res["table"] and "dc dist" in res["table"]
+    assert "by dc at n=8: dream's batches are" in res["table"]
 
 
 def _pools():
@@ -122,6 +135,8 @@ def test_diagnose_config_errors_name_the_option():
         DiagnoseConfig(strategies=("nosuch",)).validate()
     with pytest.raises(ConfigError, match="sizes"):
         DiagnoseConfig(sizes=(0,)).validate()
+    with pytest.raises(ConfigError, match=r"metric \(--metric\): 'cos' is not allowed; expected one of l1, mse, dc"):
+        DiagnoseConfig(metric="cos").validate()
 
 
 def test_diagnose_cli_with_a_checkpoint(tmp_path, capsys):

@@ -10,6 +10,7 @@ arms diverge only through what is selected.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .aggregate import _share
 from .config import AbConfig
 from .evaluate import accuracy, evaluate_synset
 from .loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
+from .netcache import NetworkCache, trajectory_key
 
 OBSERVER_NAME = "dream_plugin.ab.observer"
 
@@ -140,7 +142,8 @@ def run_arm(
     ctx = LoopContext(cfg=cfg, sampler=adapter, live=live, make_net=make_net, num_classes=data.num_classes,
                       seed=seed, device=device, on_eval=on_eval, progress=bar,
                       train_x=t["images_all"], train_y=t["train_y"], on_live=on_live,
-                      new_round=lambda: restart_interval(selector), pixel_range=pixel_range(data, device))
+                      new_round=lambda: restart_interval(selector), pixel_range=pixel_range(data, device),
+                      network_cache=_network_cache(cfg, t, seed, device))
     syn, labels = _initial_synset(cfg, data, ctx, seed, device)
     try:
         final = distill(syn, labels, ctx)
@@ -150,6 +153,17 @@ def run_arm(
     result.wall_seconds = time.perf_counter() - start
     _record_run(result, ctx, observer.records, final)
     return result
+
+
+def _network_cache(cfg: AbConfig, t: dict[str, Any], seed: int, device: torch.device) -> NetworkCache | None:
+    """The idc matching network's trajectory cache of this seed (``idc.network_cache``), or None."""
+    if cfg.method != "idc" or cfg.idc.network_cache is None:
+        return None
+    x, y = t["images_all"], t["train_y"]
+    digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(y.detach().cpu().contiguous().numpy().tobytes())
+    dataset = {"name": cfg.dataset, "root": cfg.root, "shape": list(x.shape), "sha256": digest.hexdigest()}
+    return NetworkCache(cfg.idc.network_cache, trajectory_key(cfg, dataset, seed, device))
 
 
 def _observed_selector(cfg: AbConfig, arm: str, seed: int) -> tuple[Selector, SelectionObserver]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..config import ConfigError, load_yaml
 from .config import ARM_DESCRIPTIONS, ARMS, METHODS, build_config, defaults_yaml
+from .distances import GRADIENT_METRICS
 
 # (flag, dotted config key, argparse keyword arguments)
 FLAGS: list[tuple[str, str, dict[str, Any]]] = [
@@ -43,7 +44,11 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--n-data", "idc.n_data", {"type": int, "help": "idc: real samples the network trains on after each inner step"}),
     ("--pretrain", "idc.pretrain", {"type": int, "help": "idc: real samples each fresh network trains on first"}),
     ("--batch-net", "idc.batch_net", {"type": int, "help": "idc: batch size of the network updates"}),
-    ("--metric", "idc.metric", {"choices": ("l1", "mse"), "help": "idc: per-layer gradient distance"}),
+    ("--metric", "idc.metric", {"choices": GRADIENT_METRICS,
+                                 "help": "idc: per-layer gradient distance (l1, mse: IDC's; dc: DC/DSA's 1 - cosine)"}),
+    ("--network-cache", "idc.network_cache", {"metavar": "DIR",
+                                               "help": "idc: save the matching network's trajectory (the same in every "
+                                                       "arm of a seed) here and reuse it across runs"}),
     ("--batch-syn-max", "idc.batch_syn_max", {"type": int, "help": "idc: decoded synthetic images per class and step"}),
     ("--eval-nets", "eval.nets", {"type": int, "help": "fresh networks trained per evaluation"}),
     ("--eval-epochs", "eval.epochs", {"type": int, "help": "epochs per evaluation network"}),

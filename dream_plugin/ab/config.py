@@ -15,9 +15,9 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from ..config import ConfigError, Settings, build_dataclass, parse_settings
+from .distances import GRADIENT_METRICS
 
 METHODS = ("dm", "dc", "idc")
-METRICS = ("l1", "mse")
 INITS = ("real", "noise")
 AUG_OPS = ("crop", "scale", "flip")
 
@@ -84,10 +84,14 @@ class IdcConfig:
     lr_net: float = 0.01
     momentum_net: float = 0.9
     weight_decay_net: float = 0.0005
-    metric: Literal["l1", "mse"] = "l1"
-    """Per-layer gradient distance: sum of absolute (l1, IDC's MNIST setting) or squared (mse) differences."""
+    metric: Literal["l1", "mse", "dc"] = "l1"
+    """Per-layer gradient distance: IDC's sum of absolute (l1, its MNIST setting) or squared (mse)
+    differences, or DC/DSA's scale-free per-output-unit 1 - cosine (dc)."""
     batch_syn_max: int = 128
     """At most this many decoded synthetic images per class and matching step (a random subset beyond)."""
+    network_cache: str | None = None
+    """A folder where the matching network's trajectory (the same in every arm of a seed) is saved by
+    the first run that trains it and loaded by the others; None: every run trains its own."""
 
 
 @dataclass(frozen=True)
@@ -272,8 +276,15 @@ class AbConfig:
         _need(i.lr_net > 0, "idc.lr_net", i.lr_net, "a number > 0")
         _need(0 <= i.momentum_net < 1, "idc.momentum_net", i.momentum_net, "a number in [0, 1)")
         _need(i.weight_decay_net >= 0, "idc.weight_decay_net", i.weight_decay_net, "a number >= 0")
-        _need(i.metric in METRICS, "idc.metric (--metric)", i.metric, "one of " + ", ".join(METRICS))
+        _need(i.metric in GRADIENT_METRICS, "idc.metric (--metric)", i.metric, "one of " + ", ".join(GRADIENT_METRICS))
         _need(i.batch_syn_max >= 1, "idc.batch_syn_max (--batch-syn-max)", i.batch_syn_max, "an integer >= 1")
+        if i.network_cache is not None:
+            _need(isinstance(i.network_cache, str) and i.network_cache.strip() != "",
+                  "idc.network_cache (--network-cache)", i.network_cache, "a folder path, or null for no cache")
+            if self.model.norm == "batchnorm":
+                raise ConfigError("idc.network_cache (--network-cache): model.norm batchnorm keeps running statistics "
+                                  "that every matching step changes, so the matching network differs between arms; "
+                                  "use norm instancenorm or none, or run without the cache")
 
     def _check_selectors(self) -> None:
         """Build each arm's selector once, so unknown strategies or options fail before any work."""

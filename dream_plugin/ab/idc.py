@@ -9,42 +9,23 @@ One call of :func:`idc_round` is one outer iteration:
 * ``idc.inner_loop`` inner steps; in each, per class: the real batch comes through the sampler's
   ``.match`` (the only place where arms differ), the class's stored images are decoded by
   multi-formation (:func:`~dream_plugin.mosaic.unmosaic`), the same augmentation is applied to
-  both, and one SGD step on the stored pixels minimises IDC's per-layer gradient distance;
+  both, and one SGD step on the stored pixels minimises the per-layer gradient distance
+  ``idc.metric`` (IDC's l1 or mse, or DC's scale-free dc; :mod:`dream_plugin.ab.distances`);
 * after each inner step the network trains on ``idc.n_data`` random real samples that never go
-  through the selection, drawn from explicit seeds, so they are the same in every arm.
+  through the selection, drawn from explicit seeds, so they are the same in every arm (and can be
+  shared between runs through ``idc.network_cache``, :mod:`dream_plugin.ab.netcache`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..mosaic import unmosaic
 from ..selector import derive_seed
-
-
-def idc_match_loss(
-    gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor], metric: str = "l1",
-    *, fc: bool = False, bias: bool = False,
-) -> torch.Tensor:
-    """IDC's gradient distance: per parameter tensor, the sum of absolute (l1) or squared (mse)
-    differences; 1-D tensors (biases, normalisation) and 2-D ones (the classifier) are skipped
-    unless ``bias`` / ``fc`` ask for them, as in IDC's defaults."""
-    if metric not in ("l1", "mse"):
-        raise ValueError(f"metric must be 'l1' or 'mse', got {metric!r}")
-    total = gw_syn[0].new_zeros(())
-    for gs, gr in zip(gw_syn, gw_real):
-        if gs.dim() == 1 and not bias:
-            continue
-        if gs.dim() == 2 and not fc:
-            continue
-        diff = gs - gr
-        total = total + (diff.abs().sum() if metric == "l1" else diff.pow(2).sum())
-    return total
+from .distances import idc_match_loss
 
 
 def decode_class(stored: torch.Tensor, factor: int) -> torch.Tensor:
@@ -74,15 +55,27 @@ def real_batch_indices(seed: int, samples: int, total: int, batch: int, *parts: 
 
 
 def train_on_real(net: nn.Module, opt: torch.optim.Optimizer, samples: int, ctx, *parts: object) -> None:
-    """SGD on :func:`real_batch_indices` batches (``idc.batch_net``) until ``samples`` samples were seen."""
-    batches = real_batch_indices(ctx.seed, samples, ctx.train_x.shape[0], ctx.cfg.idc.batch_net, *parts)
+    """SGD on :func:`real_batch_indices` batches (``idc.batch_net``) until ``samples`` samples were seen.
+
+    With ``ctx.network_cache`` the resulting network and optimiser state is loaded when an earlier run
+    saved it (the trajectory is the same in every arm, see :mod:`dream_plugin.ab.netcache`), and
+    saved otherwise.
+    """
     net.train()
+    if samples <= 0:
+        return
+    cache = ctx.network_cache
+    if cache is not None and cache.load(net, opt, parts):
+        return
+    batches = real_batch_indices(ctx.seed, samples, ctx.train_x.shape[0], ctx.cfg.idc.batch_net, *parts)
     for b, idx in enumerate(batches):
         idx = idx.to(ctx.train_x.device)
         xb = ctx.aug(ctx.train_x[idx], "idc-real", *parts, b)
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(xb), ctx.train_y[idx]).backward()
         opt.step()
+    if cache is not None:
+        cache.save(net, opt, parts)
 
 
 def _network(it: int, ctx) -> tuple[nn.Module, torch.optim.Optimizer]:

@@ -33,6 +33,7 @@ from ..models import seeded_convnet
 from ..selector import derive_seed
 from .augment import augment
 from .config import AbConfig
+from .distances import match_loss
 from .idc import decode_synset, idc_round
 
 
@@ -67,19 +68,6 @@ def seeded_net(cfg: AbConfig, channels: int, num_classes: int, image_size: int, 
     return seeded_convnet(channels, num_classes, image_size, seed, device, width=m.width, depth=m.depth, norm=m.norm)
 
 
-def match_loss(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor]) -> torch.Tensor:
-    """DC's layer-wise gradient distance: per output unit, 1 - cosine similarity; biases skipped."""
-    total = gw_syn[0].new_zeros(())
-    for gs, gr in zip(gw_syn, gw_real):
-        if gs.dim() < 2:  # biases and normalisation parameters carry little signal; DC skips them
-            continue
-        a = gs.reshape(gs.shape[0], -1)
-        b = gr.reshape(gr.shape[0], -1)
-        cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-6)
-        total = total + (1 - cos).sum()
-    return total
-
-
 @dataclass
 class LoopContext:
     """Everything one distillation run needs besides the synthetic set."""
@@ -102,6 +90,8 @@ class LoopContext:
     """Called when the idc loop's inner-step counter restarts (DREAM re-clusters at its next call)."""
     pixel_range: tuple[torch.Tensor, torch.Tensor] | None = None
     """Per-channel (low, high) of valid normalised pixels; the idc loop clamps the synthetic set to it."""
+    network_cache: Any = None
+    """A :class:`~dream_plugin.ab.netcache.NetworkCache` of the idc matching network's trajectory, or None."""
     state: dict[str, Any] = field(default_factory=dict)
     sample_seconds: float = 0.0
     eval_seconds: float = 0.0

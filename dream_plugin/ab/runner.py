@@ -160,6 +160,10 @@ def _run_jobs(cfg: AbConfig, data: ImageDataset, device: torch.device, adapter_c
         runs.append(r)
 
     jobs = [(arm, seed) for seed in cfg.seed_list for arm in cfg.arms]
+    if cfg.method == "idc" and cfg.idc.network_cache is not None:
+        # arm by arm: jobs that run at the same time then train different seeds' networks, and every later
+        # arm of a seed loads the trajectory its first arm saved
+        jobs = [(arm, seed) for arm in cfg.arms for seed in cfg.seed_list]
     if cfg.jobs > 1 and len(jobs) > 1:
         _run_parallel(cfg, jobs, adapter_class, done)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..ab.distances import GRADIENT_METRICS
 from .config import STRATEGIES, DiagnoseConfig
 
 
@@ -14,8 +15,10 @@ def add_diagnose_parser(sub: Any) -> argparse.ArgumentParser:
         "diagnose",
         help="how well each strategy's batch gradient stands for the whole class (no distillation)",
         description="For each network, class, strategy and batch size: the loss gradient on the selected batch "
-        "vs the gradient on the whole class pool (cosine, relative error, DC and IDC matching distances), and "
-        "the per-sample loss and gradient-norm distributions of the picks. Writes diagnose.json and diagnose.png.",
+        "vs the gradient on the whole class pool (cosine, relative error, the l1 / mse / dc matching distances), "
+        "each strategy's distance by --metric against random draws' (a negative 'vs random' predicts that "
+        "matching with that strategy helps), and the per-sample loss and gradient-norm distributions of the "
+        "picks. Writes diagnose.json and diagnose.png.",
     )
     p.add_argument("--dataset", default=d.dataset, help="mnist (embedded subset) | digits | folder | torchvision:<Name>")
     p.add_argument("--root", default=None, help="folder holding the dataset (folder, torchvision:<Name>)")
@@ -29,7 +32,8 @@ def add_diagnose_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--subsample", type=int, default=d.subsample, help="DREAM+ s (dream+ strategy)")
     p.add_argument("--width", type=int, default=d.width, help="ConvNet width (fresh, trained, checkpoint)")
     p.add_argument("--depth", type=int, default=d.depth, help="ConvNet depth")
-    p.add_argument("--metric", choices=("l1", "mse"), default=d.metric, help="IDC distance")
+    p.add_argument("--metric", choices=GRADIENT_METRICS, default=d.metric,
+                   help="the matching distance to compare strategies by (l1, mse: IDC's; dc: DC/DSA's 1 - cosine)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:<i>")
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default dream-diagnose-<timestamp>)")

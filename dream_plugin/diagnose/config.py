@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..ab.distances import GRADIENT_METRICS
 from ..config import ConfigError
 
 STRATEGIES = ("random", "dream", "dream+", "herding", "kcenter")
@@ -29,6 +30,7 @@ class DiagnoseConfig:
     depth: int = 3
     norm: str = "instancenorm"
     metric: str = "l1"
+    """The matching distance strategies are compared by (``distance`` and ``vs random`` in the table)."""
     train_batch: int = 128
     train_lr: float = 0.01
     seed: int = 0
@@ -59,6 +61,7 @@ class DiagnoseConfig:
                                  ("train_batch", self.train_batch, 1)):
             if value < low:
                 raise ConfigError(f"{name}: {value!r} is not allowed; expected an integer >= {low}")
-        if self.metric not in ("l1", "mse"):
-            raise ConfigError(f"metric (--metric): {self.metric!r} is not allowed; expected l1 or mse")
+        if self.metric not in GRADIENT_METRICS:
+            raise ConfigError(f"metric (--metric): {self.metric!r} is not allowed; expected one of "
+                              + ", ".join(GRADIENT_METRICS))
         return self

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ab.idc import idc_match_loss
-from ..ab.loops import match_loss
+from ..ab.distances import GRADIENT_METRICS, idc_match_loss, match_loss
 
 
 def per_sample_gradients(
@@ -72,7 +71,7 @@ def dc_distance(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
 
 
 def idc_distance(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], metric: str = "l1") -> float:
-    """IDC's layer-wise distance, as the idc loop matches (:func:`~dream_plugin.ab.idc.idc_match_loss`)."""
+    """The idc loop's layer-wise distance by ``metric`` (:func:`~dream_plugin.ab.distances.idc_match_loss`)."""
     return float(idc_match_loss(a, b, metric))
 
 
@@ -83,8 +82,9 @@ def batch_gradient_stats(
     """Compare the mean gradient of the rows ``positions`` of ``grads`` with the mean of all rows.
 
     ``cosine``: of the flattened gradients; ``rel_error``: ||g_batch - g_pool|| / ||g_pool||;
-    ``dc_distance`` / ``idc_distance``: the matching distances DC and IDC would see between them;
-    ``batch_norm`` / ``pool_norm``: the two gradients' norms.
+    ``dc_distance`` / ``l1_distance`` / ``mse_distance``: the matching distances the loops would see
+    between them (:data:`~dream_plugin.ab.distances.GRADIENT_METRICS`); ``distance``: the one named by
+    ``metric``; ``batch_norm`` / ``pool_norm``: the two gradients' norms.
     """
     g_pool = grads.mean(0) if full is None else full
     g_batch = grads[positions].mean(0)
@@ -93,5 +93,6 @@ def batch_gradient_stats(
     cosine = float(g_batch @ g_pool) / max(pool_norm * batch_norm, 1e-30)
     rel = float((g_batch - g_pool).norm()) / max(pool_norm, 1e-30)
     lb, lp = split_layers(g_batch, layout), split_layers(g_pool, layout)
-    return {"cosine": cosine, "rel_error": rel, "dc_distance": dc_distance(lb, lp),
-            "idc_distance": idc_distance(lb, lp, metric), "batch_norm": batch_norm, "pool_norm": pool_norm}
+    dist = {f"{m}_distance": idc_distance(lb, lp, m) for m in GRADIENT_METRICS}
+    return {"cosine": cosine, "rel_error": rel, **dist, "distance": dist[f"{metric}_distance"],
+            "batch_norm": batch_norm, "pool_norm": pool_norm}

@@ -25,7 +25,7 @@ from .networks import build_network
 
 logger = logging.getLogger("dream_plugin.diagnose")
 
-METRICS = ("cosine", "rel_error", "dc_distance", "idc_distance", "batch_norm", "pool_norm")
+METRICS = ("cosine", "rel_error", "l1_distance", "mse_distance", "dc_distance", "distance", "batch_norm", "pool_norm")
 
 
 def _selectors(cfg: DiagnoseConfig) -> dict[str, Selector]:
@@ -99,7 +99,8 @@ def diagnose_network(
     dist = {name: {k: _summary(v) for k, v in d.items()} for name, d in samples.items()}
     acc = accuracy(net, data.test_images.to(device), data.test_labels.to(device))
     say(f"  network {spec}: test accuracy {100 * acc:.1f}% ({time.perf_counter() - start:.1f} s)")
-    return {"network": spec, "test_accuracy": acc, "rows": rows, "distributions": dist, "samples": samples,
+    return {"network": spec, "test_accuracy": acc, "rows": rows, "predictions": predictions(rows, cfg.metric),
+            "distributions": dist, "samples": samples,
             "histogram_n": max(cfg.sizes), "seconds": time.perf_counter() - start}
 
 
@@ -122,7 +123,10 @@ def _diagnose_class(cp: _ClassPool, cfg: DiagnoseConfig, selectors: dict[str, Se
                                    embed=_identity, device=device)
             st = cp.stats(positions)
             beaten = float(np.mean([r["cosine"] > st["cosine"] for r in random_stats]))
-            cells.setdefault((name, n), []).append({"class": cp.c, **st, "random_better": beaten})
+            closer = float(np.mean([r["distance"] < st["distance"] for r in random_stats]))
+            vs_random = st["distance"] - float(np.mean([r["distance"] for r in random_stats]))
+            cells.setdefault((name, n), []).append({"class": cp.c, **st, "random_better": beaten,
+                                                    "random_closer": closer, "vs_random": vs_random})
             if n == hist_n:
                 cp.keep(samples, name, positions)
 
@@ -151,7 +155,8 @@ def _rows(cells: dict[tuple[str, int], list[dict[str, Any]]], strategies: tuple[
         if name == "random":
             row["cosine_sd_within_class"] = float(np.mean([p["cosine_sd"] for p in per_class]))
         else:
-            row["random_better"] = float(np.mean([p["random_better"] for p in per_class]))
+            for key in ("random_better", "random_closer", "vs_random"):
+                row[key] = float(np.mean([p[key] for p in per_class]))
         rows.append(row)
     order = {s: i for i, s in enumerate(strategies)}
     rows.sort(key=lambda r: (r["n"], order[r["strategy"]]))
@@ -164,25 +169,56 @@ def _summary(values: list[float]) -> dict[str, float]:
             "p10": float(np.percentile(a, 10)), "p90": float(np.percentile(a, 90))}
 
 
+def predictions(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Per strategy and batch size: does it pick batches closer to the class gradient than random, by ``metric``?
+
+    ``vs_random`` < 0 (the strategy's batch gradient nearer the pool's than random draws' on average)
+    predicts that matching with that strategy helps at that batch size; docs/findings.md gives the
+    rule's measured hit rate against A/B runs.
+    """
+    out = []
+    for r in rows:
+        if r["strategy"] == "random":
+            continue
+        out.append({"strategy": r["strategy"], "n": r["n"], "metric": metric, "vs_random": r["vs_random"],
+                    "random_closer": r["random_closer"],
+                    "predicts": "helps" if r["vs_random"] < 0 else "does not help"})
+    return out
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """One block per network: strategies x batch sizes, mean over classes."""
+    """One block per network: strategies x batch sizes, mean over classes, then the prediction by the metric."""
     cfg = results["config"]
+    metric = cfg["metric"]
     lines = [f"Gradient of the selected batch vs the whole class pool on {results['dataset']} "
              f"(mean over {results['classes']} classes; random: mean of {cfg['draws']} draws per class)"]
-    head = (f"{'strategy':<9} {'n':>4} {'cosine':>8} {'rel err':>8} {'DC dist':>9} {'IDC dist':>9} "
-            f"{'|g batch|':>9} {'|g pool|':>8} {'random better':>13}")
+    dist = f"{metric} dist"
+    head = (f"{'strategy':<9} {'n':>4} {'cosine':>8} {'rel err':>8} {dist:>10} {'vs random':>10} "
+            f"{'|g batch|':>9} {'|g pool|':>8} {'random better':>13} {'random closer':>13}")
     for net in results["networks"]:
         lines += ["", f"network {net['network']} (test accuracy {100 * net['test_accuracy']:.1f}%)", head]
         for r in net["rows"]:
-            rb = f"{100 * r['random_better']:.0f}%" if "random_better" in r else f"sd {r['cosine_sd_within_class']:.3f}"
+            if "random_better" in r:
+                rb, rc, vs = (f"{100 * r['random_better']:.0f}%", f"{100 * r['random_closer']:.0f}%",
+                              f"{r['vs_random']:+.3g}")
+            else:
+                rb, rc, vs = f"sd {r['cosine_sd_within_class']:.3f}", "", ""
             lines.append(f"{r['strategy']:<9} {r['n']:>4} {r['cosine']:>8.3f} {r['rel_error']:>8.3f} "
-                         f"{r['dc_distance']:>9.2f} {r['idc_distance']:>9.2f} {r['batch_norm']:>9.3f} {r['pool_norm']:>8.3f} {rb:>13}")
+                         f"{r['distance']:>10.4g} {vs:>10} {r['batch_norm']:>9.3f} {r['pool_norm']:>8.3f} "
+                         f"{rb:>13} {rc:>13}")
         d = net["distributions"]
         lines.append(f"per-sample at n={net['histogram_n']} (median loss / median gradient norm): "
                      + "; ".join(f"{k} {v['loss']['median']:.3f} / {v['grad_norm']['median']:.3f}" for k, v in d.items()))
-    lines.append("cosine and rel err (||g_batch - g_pool|| / ||g_pool||) of the flattened gradients; DC dist: sum over "
-                 "output units of 1 - cosine; IDC dist: l1 over convolution weights; random better: share of random "
-                 "draws with a higher cosine; for random, sd is the spread of the cosine across draws")
+        for p in net["predictions"]:
+            if p["strategy"] == "dream":
+                lines.append(f"by {metric} at n={p['n']}: dream's batches are {'closer to' if p['vs_random'] < 0 else 'farther from'} "
+                             f"the class gradient than random's ({p['vs_random']:+.3g}): predicts matching with "
+                             f"dream {p['predicts']}")
+    lines.append(f"cosine and rel err (||g_batch - g_pool|| / ||g_pool||) of the flattened gradients; {metric} dist: the "
+                 f"{metric} matching distance (l1 / mse: IDC's, over convolution weights; dc: DC's sum over output units of "
+                 "1 - cosine); vs random: minus random draws' mean distance (negative: closer than random); random "
+                 "better / closer: share of random draws with a higher cosine / a smaller distance; for random, sd is "
+                 "the spread of the cosine across draws")
     return "\n".join(lines)
 
 
