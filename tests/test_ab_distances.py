@@ -89,15 +89,15 @@ def _fingerprint(res: dict) -> dict:
 
 def test_network_cache_gives_the_numbers_of_a_run_without_it(tmp_path):
     plain = run_ab(build_config(CACHED), write=False, log=None)
-    cached_cfg = {**CACHED, "idc": {**CACHED["idc"], "network_cache": str(tmp_path / "cache")}}
+    cached_cfg = {**CACHED, "cache": str(tmp_path / "cache")}
     cold = run_ab(build_config(cached_cfg), write=False, log=None)
-    entries = sorted(p.name for p in (tmp_path / "cache").glob("*/*.pt"))
+    entries = sorted(p.name for p in (tmp_path / "cache" / "network").glob("*/*.pt"))
     # one folder per seed; each fresh network's pretraining and every inner step's update
     assert entries == ["pretrain-0.pt", "pretrain-1.pt"] + [f"update-{i}-{j}.pt" for i in range(2) for j in range(3)]
     warm = run_ab(build_config(cached_cfg), write=False, log=None)
     assert _fingerprint(plain) == _fingerprint(cold) == _fingerprint(warm)
     # a damaged entry is recomputed, not trusted
-    damaged = next((tmp_path / "cache").glob("*/update-1-0.pt"))
+    damaged = next((tmp_path / "cache" / "network").glob("*/update-1-0.pt"))
     damaged.write_bytes(b"garbage")
     again = run_ab(build_config(cached_cfg), write=False, log=None)
     assert _fingerprint(again) == _fingerprint(plain)
@@ -109,17 +109,38 @@ def test_network_cache_is_per_trajectory(tmp_path):
     cache = str(tmp_path / "c")
     for changes in ({}, {"lr_img": 0.5}, {"idc": {**CACHED["idc"], "metric": "dc"}}):
         data = {**CACHED, "arms": ["random"], "iterations": 1, **changes}
-        data["idc"] = {**data["idc"], "network_cache": cache}
+        data["cache"] = cache
         run_ab(build_config(data), write=False, log=None)
-    assert len(list((tmp_path / "c").iterdir())) == 1
-    data = {**CACHED, "arms": ["random"], "iterations": 1, "idc": {**CACHED["idc"], "n_data": 16, "network_cache": cache}}
+    assert len(list((tmp_path / "c" / "network").iterdir())) == 1
+    data = {**CACHED, "arms": ["random"], "iterations": 1, "idc": {**CACHED["idc"], "n_data": 16}, "cache": cache}
     run_ab(build_config(data), write=False, log=None)
-    assert len(list((tmp_path / "c").iterdir())) == 2
+    assert len(list((tmp_path / "c" / "network").iterdir())) == 2
 
 
-def test_network_cache_refuses_running_statistics_and_empty_paths():
-    with pytest.raises(ConfigError, match=r"idc\.network_cache \(--network-cache\): model\.norm batchnorm"):
-        build_config({**CACHED, "model": {"width": 8, "norm": "batchnorm"},
-                      "idc": {**CACHED["idc"], "network_cache": "somewhere"}})
-    with pytest.raises(ConfigError, match=r"idc\.network_cache \(--network-cache\): '' is not allowed"):
-        build_config({**CACHED, "idc": {**CACHED["idc"], "network_cache": ""}})
+def test_cache_skips_networks_with_running_statistics_and_refuses_empty_paths(tmp_path):
+    data = {**CACHED, "arms": ["random", "match-only"], "iterations": 1, "model": {"width": 8, "norm": "batchnorm"}}
+    plain = run_ab(build_config(data), write=False, log=None)
+    cached = run_ab(build_config({**data, "cache": str(tmp_path / "c")}), write=False, log=None)
+    assert _fingerprint(cached) == _fingerprint(plain)
+    assert not (tmp_path / "c" / "network").exists()  # BatchNorm: the trajectory depends on the arm
+    assert list((tmp_path / "c" / "eval").glob("*/*.json"))
+    with pytest.raises(ConfigError, match=r"cache \(--cache\): '' is not allowed"):
+        build_config({**CACHED, "cache": ""})
+
+
+def test_eval_cache_answers_identical_sets_only(tmp_path, monkeypatch):
+    """random and match-only start from the same set: its evaluation at 0 runs once; later ones differ."""
+    from dream_plugin.ab import arm as arm_module
+
+    calls = []
+    real = arm_module.evaluate_synset
+
+    def counting(x, y, *args, **kwargs):
+        calls.append(args[-1])  # the iteration
+        return real(x, y, *args, **kwargs)
+
+    monkeypatch.setattr(arm_module, "evaluate_synset", counting)
+    res = run_ab(build_config({**CACHED, "cache": str(tmp_path / "c")}), write=False, log=None)
+    # 2 arms x 2 points, minus match-only's iteration 0 (the same set as random's)
+    assert sorted(calls) == [0, 2, 2]
+    assert res["arms"]["random"]["curve"][0] == res["arms"]["match-only"]["curve"][0]

@@ -10,7 +10,6 @@ arms diverge only through what is selected.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from .aggregate import _share
 from .config import AbConfig
 from .evaluate import accuracy, evaluate_synset
 from .loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
-from .netcache import NetworkCache, trajectory_key
+from .cache import EvalCache, NetworkCache, dataset_digest, eval_key, trajectory_key
 
 OBSERVER_NAME = "dream_plugin.ab.observer"
 
@@ -129,8 +128,14 @@ def run_arm(
     live = LiveNet()
     adapter = _host_adapter(adapter_class, t, live, selector, lambda: make_net(derive_seed(seed, "init-embed-net")))
 
+    network_cache, eval_cache = _caches(cfg, t, seed, device)
+
     def on_eval(it: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        accs = evaluate_synset(x, y, t["test_x"], t["test_y"], cfg, make_net, seed, it)
+        accs = eval_cache.get(x, y, it) if eval_cache is not None else None
+        if accs is None:
+            accs = evaluate_synset(x, y, t["test_x"], t["test_y"], cfg, make_net, seed, it)
+            if eval_cache is not None:
+                eval_cache.put(x, y, it, accs)
         result.curve.append({"iteration": it, "accs": accs})
         if bar is not None:
             bar.set_postfix_str(f"it {it}: acc {np.mean(accs):.4f}")
@@ -143,7 +148,7 @@ def run_arm(
                       seed=seed, device=device, on_eval=on_eval, progress=bar,
                       train_x=t["images_all"], train_y=t["train_y"], on_live=on_live,
                       new_round=lambda: restart_interval(selector), pixel_range=pixel_range(data, device),
-                      network_cache=_network_cache(cfg, t, seed, device))
+                      network_cache=network_cache)
     syn, labels = _initial_synset(cfg, data, ctx, seed, device)
     try:
         final = distill(syn, labels, ctx)
@@ -155,15 +160,16 @@ def run_arm(
     return result
 
 
-def _network_cache(cfg: AbConfig, t: dict[str, Any], seed: int, device: torch.device) -> NetworkCache | None:
-    """The idc matching network's trajectory cache of this seed (``idc.network_cache``), or None."""
-    if cfg.method != "idc" or cfg.idc.network_cache is None:
-        return None
-    x, y = t["images_all"], t["train_y"]
-    digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(y.detach().cpu().contiguous().numpy().tobytes())
-    dataset = {"name": cfg.dataset, "root": cfg.root, "shape": list(x.shape), "sha256": digest.hexdigest()}
-    return NetworkCache(cfg.idc.network_cache, trajectory_key(cfg, dataset, seed, device))
+def _caches(cfg: AbConfig, t: dict[str, Any], seed: int, device: torch.device) -> tuple[NetworkCache | None, EvalCache | None]:
+    """This seed's caches (``cfg.cache``): the idc matching network's trajectory (none for networks with
+    running statistics, whose trajectory depends on the arm) and the evaluations."""
+    if cfg.cache is None:
+        return None, None
+    dataset = dataset_digest(cfg.dataset, cfg.root, {k: t[k] for k in ("images_all", "train_y", "test_x", "test_y")})
+    evals = EvalCache(cfg.cache, eval_key(cfg, dataset, seed, device))
+    if cfg.method != "idc" or cfg.model.norm == "batchnorm":
+        return None, evals
+    return NetworkCache(cfg.cache, trajectory_key(cfg, dataset, seed, device)), evals
 
 
 def _observed_selector(cfg: AbConfig, arm: str, seed: int) -> tuple[Selector, SelectionObserver]:

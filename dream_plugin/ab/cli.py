@@ -8,6 +8,7 @@ from typing import Any
 from ..config import ConfigError, load_yaml
 from .config import ARM_DESCRIPTIONS, ARMS, METHODS, build_config, defaults_yaml
 from .distances import GRADIENT_METRICS
+from .presets import presets_text
 
 # (flag, dotted config key, argparse keyword arguments)
 FLAGS: list[tuple[str, str, dict[str, Any]]] = [
@@ -46,9 +47,6 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--batch-net", "idc.batch_net", {"type": int, "help": "idc: batch size of the network updates"}),
     ("--metric", "idc.metric", {"choices": GRADIENT_METRICS,
                                  "help": "idc: per-layer gradient distance (l1, mse: IDC's; dc: DC/DSA's 1 - cosine)"}),
-    ("--network-cache", "idc.network_cache", {"metavar": "DIR",
-                                               "help": "idc: save the matching network's trajectory (the same in every "
-                                                       "arm of a seed) here and reuse it across runs"}),
     ("--batch-syn-max", "idc.batch_syn_max", {"type": int, "help": "idc: decoded synthetic images per class and step"}),
     ("--eval-nets", "eval.nets", {"type": int, "help": "fresh networks trained per evaluation"}),
     ("--eval-epochs", "eval.epochs", {"type": int, "help": "epochs per evaluation network"}),
@@ -56,6 +54,10 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--eval-batch", "eval.batch", {"type": int, "help": "evaluation batch size"}),
     ("--eval-augment", "eval.augment", {"action": argparse.BooleanOptionalAction,
                                         "help": "augment evaluation training (default: follows --dsa)"}),
+    ("--cache", "cache", {"metavar": "DIR", "help": "save what every arm of a seed computes identically here (idc's "
+                          "matching-network trajectory, evaluations of identical synthetic sets) and reuse it; "
+                          "same numbers, less work"}),
+    ("--network-cache", "cache", {"metavar": "DIR", "help": argparse.SUPPRESS}),
     ("--device", "device", {"metavar": "DEVICE", "help": "auto (cuda if available, else cpu), cpu, cuda, cuda:<i>"}),
     ("--threads", "threads", {"type": int, "help": "torch.set_num_threads (default 1; 0: torch's default, one per core)"}),
     ("--jobs", "jobs", {"type": int, "help": "parallel (arm, seed) runs, one process each (same numbers as 1)"}),
@@ -79,7 +81,13 @@ def add_ab_parser(sub: Any) -> argparse.ArgumentParser:
         f"Arms: {arms}.",
     )
     p.add_argument("--config", metavar="FILE", help="YAML config (see --show-defaults); flags override it")
-    p.add_argument("--show-defaults", action="store_true", help="print the default config as YAML and exit")
+    p.add_argument("--show-defaults", action="store_true",
+                   help="print the default config (with --preset/--config/flags: the resolved one) as YAML and exit")
+    p.add_argument("--preset", metavar="NAME", help="a named configuration (DREAM's paper setting; see --presets); "
+                   "--config and flags override it")
+    p.add_argument("--presets", action="store_true", help="list the presets, one line each, and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="time one inner step and one evaluation epoch, print the estimated cost of the run and stop")
     p.add_argument("--quick", action="store_true", help="small preset: about a minute on 2 CPU cores")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--force", action="store_true",
@@ -111,15 +119,21 @@ def flags_to_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
-    if args.show_defaults:
-        print(defaults_yaml(), end="")
+    if args.presets:
+        print(presets_text())
         return 0
     file_data = load_yaml(args.config) if args.config else None
-    cfg = build_config(file_data, flags_to_overrides(args), quick=args.quick)
+    if args.show_defaults:
+        resolved = args.preset or file_data or flags_to_overrides(args)
+        cfg = build_config(file_data, flags_to_overrides(args), quick=args.quick, preset=args.preset,
+                           validate=False) if resolved else None
+        print(defaults_yaml(cfg, args.preset), end="")
+        return 0
+    cfg = build_config(file_data, flags_to_overrides(args), quick=args.quick, preset=args.preset)
     from .runner import run_ab
 
     try:
-        run_ab(cfg, force=args.force, log=print)
+        run_ab(cfg, force=args.force, log=print, dry_run=args.dry_run)
     except ModuleNotFoundError as exc:
         if "adapters" in str(exc):
             raise ConfigError(f"the get_images adapter is not available: {exc}") from exc

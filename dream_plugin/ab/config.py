@@ -89,9 +89,6 @@ class IdcConfig:
     differences, or DC/DSA's scale-free per-output-unit 1 - cosine (dc)."""
     batch_syn_max: int = 128
     """At most this many decoded synthetic images per class and matching step (a random subset beyond)."""
-    network_cache: str | None = None
-    """A folder where the matching network's trajectory (the same in every arm of a seed) is saved by
-    the first run that trains it and loaded by the others; None: every run trains its own."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +141,10 @@ class AbConfig:
     selector: Mapping[str, Any] = field(default_factory=dict)
     """Extra selector settings shared by every arm (e.g. options.dream.kmeans.backend, plugins);
     options.dream.interval given here wins over ``interval``."""
+    cache: str | None = None
+    """A folder for work that every arm of a seed does identically (:mod:`dream_plugin.ab.cache`): the
+    idc matching network's trajectory and the evaluations of identical synthetic sets. The first run
+    saves, the others load; the numbers are those of a run without it. None: no cache."""
     device: str = "auto"
     threads: int | None = 1
     """torch.set_num_threads for the run; None keeps torch's default (one per core). 1 by default: the
@@ -255,6 +256,9 @@ class AbConfig:
         _need(self.eval.batch >= 1, "eval.batch (--eval-batch)", self.eval.batch, "an integer >= 1")
         _need(self.eval.weight_decay >= 0, "eval.weight_decay", self.eval.weight_decay, "a number >= 0")
         _need(0 <= self.eval.momentum < 1, "eval.momentum", self.eval.momentum, "a number in [0, 1)")
+        if self.cache is not None:
+            _need(isinstance(self.cache, str) and self.cache.strip() != "", "cache (--cache)", self.cache,
+                  "a folder path, or null for no cache")
         _check_device(self.device)
         _need(self.jobs >= 1, "jobs (--jobs)", self.jobs, "an integer >= 1 (parallel runs)")
         if self.threads is not None:
@@ -278,13 +282,6 @@ class AbConfig:
         _need(i.weight_decay_net >= 0, "idc.weight_decay_net", i.weight_decay_net, "a number >= 0")
         _need(i.metric in GRADIENT_METRICS, "idc.metric (--metric)", i.metric, "one of " + ", ".join(GRADIENT_METRICS))
         _need(i.batch_syn_max >= 1, "idc.batch_syn_max (--batch-syn-max)", i.batch_syn_max, "an integer >= 1")
-        if i.network_cache is not None:
-            _need(isinstance(i.network_cache, str) and i.network_cache.strip() != "",
-                  "idc.network_cache (--network-cache)", i.network_cache, "a folder path, or null for no cache")
-            if self.model.norm == "batchnorm":
-                raise ConfigError("idc.network_cache (--network-cache): model.norm batchnorm keeps running statistics "
-                                  "that every matching step changes, so the matching network differs between arms; "
-                                  "use norm instancenorm or none, or run without the cache")
 
     def _check_selectors(self) -> None:
         """Build each arm's selector once, so unknown strategies or options fail before any work."""
@@ -366,12 +363,22 @@ def build_config(
     flags: Mapping[str, Any] | None = None,
     *,
     quick: bool = False,
+    preset: str | None = None,
+    validate: bool = True,
 ) -> AbConfig:
-    """Defaults < file < quick preset < flags (nested dicts with dotted keys already expanded)."""
+    """Defaults < preset < file < quick preset < flags (nested dicts with dotted keys already expanded).
+
+    ``validate=False`` only builds the typed config (``--show-defaults`` prints a preset that still
+    needs ``--root``); every run validates.
+    """
     if file_data and not isinstance(file_data, Mapping):
         raise ConfigError(f"the ab config must be a mapping at the top level, got {type(file_data).__name__}")
-    method = (flags or {}).get("method", (file_data or {}).get("method", AbConfig.method))
+    from .presets import preset_data
+
+    base = preset_data(preset) if preset is not None else {}
+    method = (flags or {}).get("method", (file_data or {}).get("method", base.get("method", AbConfig.method)))
     data: dict[str, Any] = _deep_merge({}, METHOD_DEFAULTS.get(method, {})) if isinstance(method, str) else {}
+    data = _deep_merge(data, base)
     if file_data:
         data = _deep_merge(data, file_data)
     if quick:
@@ -381,14 +388,15 @@ def build_config(
     if flags:
         data = _deep_merge(data, flags)
     cfg = build_dataclass(AbConfig, data)
-    return cfg.validate()
+    return cfg.validate() if validate else cfg
 
 
-def defaults_yaml() -> str:
-    """The default configuration as commented YAML (``dream-plugin ab --show-defaults``)."""
-    body = yaml.safe_dump(AbConfig().to_dict(), sort_keys=False)
+def defaults_yaml(cfg: AbConfig | None = None, preset: str | None = None) -> str:
+    """The configuration as commented YAML (``dream-plugin ab --show-defaults [--preset NAME]``)."""
+    body = yaml.safe_dump((cfg or AbConfig()).to_dict(), sort_keys=False)
+    title = f"resolved config of preset {preset}" if preset else "defaults"
     head = (
-        "# dream-plugin ab: defaults (every key also has a flag; flags override this file)\n"
+        f"# dream-plugin ab: {title} (every key also has a flag; flags override this file)\n"
         f"# method: {' | '.join(METHODS)}; arms: any of {', '.join(ARMS)}\n"
         "# dataset: mnist (embedded subset, 400/100 per class) | digits | folder | torchvision:<Name> (+ root)\n"
         "# eval_at: null -> eval_points evenly spaced iterations from 0 to iterations\n"

@@ -13,7 +13,7 @@ One call of :func:`idc_round` is one outer iteration:
   ``idc.metric`` (IDC's l1 or mse, or DC's scale-free dc; :mod:`dream_plugin.ab.distances`);
 * after each inner step the network trains on ``idc.n_data`` random real samples that never go
   through the selection, drawn from explicit seeds, so they are the same in every arm (and can be
-  shared between runs through ``idc.network_cache``, :mod:`dream_plugin.ab.netcache`).
+  shared between runs through ``cache``, :mod:`dream_plugin.ab.cache`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def train_on_real(net: nn.Module, opt: torch.optim.Optimizer, samples: int, ctx,
     """SGD on :func:`real_batch_indices` batches (``idc.batch_net``) until ``samples`` samples were seen.
 
     With ``ctx.network_cache`` the resulting network and optimiser state is loaded when an earlier run
-    saved it (the trajectory is the same in every arm, see :mod:`dream_plugin.ab.netcache`), and
+    saved it (the trajectory is the same in every arm, see :mod:`dream_plugin.ab.cache`), and
     saved otherwise.
     """
     net.train()

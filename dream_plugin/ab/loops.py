@@ -91,7 +91,7 @@ class LoopContext:
     pixel_range: tuple[torch.Tensor, torch.Tensor] | None = None
     """Per-channel (low, high) of valid normalised pixels; the idc loop clamps the synthetic set to it."""
     network_cache: Any = None
-    """A :class:`~dream_plugin.ab.netcache.NetworkCache` of the idc matching network's trajectory, or None."""
+    """A :class:`~dream_plugin.ab.cache.NetworkCache` of the idc matching network's trajectory, or None."""
     state: dict[str, Any] = field(default_factory=dict)
     sample_seconds: float = 0.0
     eval_seconds: float = 0.0

@@ -92,13 +92,18 @@ def run_ab(
     write: bool = True,
     log: Callable[[str], None] | None = None,
     force: bool = False,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Run every arm over every seed; write results.json, curves.png and synthetic grids to ``out``.
 
     ``out`` is checked before any work (see :func:`~dream_plugin.ab.output.prepare_out_dir`; ``force``
-    replaces an earlier run there), and results.json is written before the plots.
+    replaces an earlier run there), and results.json is written before the plots. A long run
+    (:func:`~dream_plugin.ab.cost.is_long`) first prints its estimated cost; ``dry_run`` prints it for
+    any run and returns ``{"estimate": ...}`` without running or writing anything.
     """
     cfg.validate()
+    if dry_run:
+        write = False
     if write:
         require("matplotlib", what="dream-plugin ab (its plots)")
         out = prepare_out_dir(out or cfg.out or f"dream-ab-{time.strftime('%Y%m%d-%H%M%S')}", force=force)
@@ -106,7 +111,7 @@ def run_ab(
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run_ab(cfg, out=out, adapter_class=adapter_class, write=write, log=log)
+        return _run_ab(cfg, out=out, adapter_class=adapter_class, write=write, log=log, dry_run=dry_run)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -118,7 +123,9 @@ def _run_ab(
     adapter_class: type | None,
     write: bool,
     log: Callable[[str], None] | None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
+    from .cost import estimate_cost, is_long
     from .report import format_table
 
     device = resolve_device(cfg.device)
@@ -133,6 +140,11 @@ def _run_ab(
         f"{data.train_images.shape[0]} train / {data.test_images.shape[0]} test), ipc {cfg.ipc}, "
         f"{cfg.iterations} iterations, arms {', '.join(cfg.arms)}, seeds {cfg.seed_list}, "
         f"{cfg.eval.nets} eval nets at {cfg.eval_iterations}; device {device}, {torch.get_num_threads()} threads")
+    if dry_run or is_long(cfg):
+        estimate = estimate_cost(cfg, data, device, tensors)
+        say(estimate.text())
+        if dry_run:
+            return {"estimate": dataclasses.asdict(estimate), "total_seconds": estimate.total_seconds}
     start = time.perf_counter()
     runs = _run_jobs(cfg, data, device, adapter_class, tensors, say)
     total = time.perf_counter() - start
@@ -160,7 +172,7 @@ def _run_jobs(cfg: AbConfig, data: ImageDataset, device: torch.device, adapter_c
         runs.append(r)
 
     jobs = [(arm, seed) for seed in cfg.seed_list for arm in cfg.arms]
-    if cfg.method == "idc" and cfg.idc.network_cache is not None:
+    if cfg.cache is not None:
         # arm by arm: jobs that run at the same time then train different seeds' networks, and every later
         # arm of a seed loads the trajectory its first arm saved
         jobs = [(arm, seed) for arm in cfg.arms for seed in cfg.seed_list]
