@@ -157,3 +157,29 @@ def test_diagnose_cli_with_a_checkpoint(tmp_path, capsys):
     assert main(["diagnose", "--dataset", "digits", "--networks", f"checkpoint:{bad}", "--width", "8",
                  "--out", str(tmp_path / "o2")]) == 2
     assert "is not a state_dict" in capsys.readouterr().err
+
+
+def test_embed_input_raw_embeds_unnormalised_pixels(monkeypatch):
+    """--embed-input raw: DREAM clusters features of [0, 1] pixels (as the official code embeds), while
+    gradients stay on the normalised images."""
+    from dream_plugin.diagnose import run as run_module
+
+    seen = []
+    real = run_module.embed_images
+
+    def spy(embedder, x, **kwargs):
+        seen.append((float(x.min()), float(x.max())))
+        return real(embedder, x, **kwargs)
+
+    monkeypatch.setattr(run_module, "embed_images", spy)
+    base = dict(dataset="digits", networks=("fresh",), strategies=("random", "dream"), sizes=(4,), draws=2, width=8,
+                depth=2)
+    run_diagnose(DiagnoseConfig(**base, embed_input="raw"), write=False)
+    assert len(seen) == 10 and all(0.0 <= lo and hi <= 1.0 for lo, hi in seen)
+    seen.clear()
+    res = run_diagnose(DiagnoseConfig(**base), write=False)
+    assert min(lo for lo, _ in seen) < 0.0  # normalised images have negative pixels
+    assert res["config"]["embed_input"] == "normalized"
+    with pytest.raises(ConfigError, match=r"embed_input \(--embed-input\): 'pixels' is not allowed; expected one of "
+                                          r"normalized, raw"):
+        DiagnoseConfig(embed_input="pixels").validate()

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..ab.distances import GRADIENT_METRICS
-from .config import STRATEGIES, DiagnoseConfig
+from .config import EMBED_INPUTS, STRATEGIES, DiagnoseConfig
 
 
 def add_diagnose_parser(sub: Any) -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def add_diagnose_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=d.depth, help="ConvNet depth")
     p.add_argument("--metric", choices=GRADIENT_METRICS, default=d.metric,
                    help="the matching distance to compare strategies by (l1, mse: IDC's; dc: DC/DSA's 1 - cosine)")
+    p.add_argument("--embed-input", choices=EMBED_INPUTS, default=d.embed_input,
+                   help="what DREAM's embedding sees: normalized images (default) or raw [0, 1] pixels, as the "
+                        "official DREAM code embeds")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:<i>")
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default dream-diagnose-<timestamp>)")
@@ -47,6 +50,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     cfg = DiagnoseConfig(dataset=args.dataset, root=args.root, networks=tuple(args.networks),
                          strategies=tuple(args.strategies), sizes=tuple(args.sizes), draws=args.draws,
                          subsample=args.subsample, width=args.width, depth=args.depth, metric=args.metric,
+                         embed_input=args.embed_input,
                          seed=args.seed, device=args.device).validate()
     results = run_diagnose(cfg, out=args.out, say=print)
     print()

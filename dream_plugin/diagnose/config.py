@@ -8,6 +8,7 @@ from ..ab.distances import GRADIENT_METRICS
 from ..config import ConfigError
 
 STRATEGIES = ("random", "dream", "dream+", "herding", "kcenter")
+EMBED_INPUTS = ("normalized", "raw")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class DiagnoseConfig:
     width: int = 32
     depth: int = 3
     norm: str = "instancenorm"
+    embed_input: str = "normalized"
+    """What the embedding sees: ``normalized`` images (as the network is trained and as the hosts' DC/DM
+    code embeds) or ``raw`` [0, 1] pixels (as the official DREAM code embeds with a network trained on
+    normalised ones). Gradients are always taken on normalised images."""
     metric: str = "l1"
     """The matching distance strategies are compared by (``distance`` and ``vs random`` in the table)."""
     train_batch: int = 128
@@ -61,6 +66,9 @@ class DiagnoseConfig:
                                  ("train_batch", self.train_batch, 1)):
             if value < low:
                 raise ConfigError(f"{name}: {value!r} is not allowed; expected an integer >= {low}")
+        if self.embed_input not in EMBED_INPUTS:
+            raise ConfigError(f"embed_input (--embed-input): {self.embed_input!r} is not allowed; expected one of "
+                              + ", ".join(EMBED_INPUTS))
         if self.metric not in GRADIENT_METRICS:
             raise ConfigError(f"metric (--metric): {self.metric!r} is not allowed; expected one of "
                               + ", ".join(GRADIENT_METRICS))

@@ -92,7 +92,8 @@ def diagnose_network(
         x = data.train_images[pool].to(device)
         y = data.train_labels[pool].to(device)
         losses, grads, layout = per_sample_gradients(net, x, y)
-        feats = embed_images(embedder, x, network=net)  # once per class: every strategy clusters these
+        seen = data.denormalize(x) if cfg.embed_input == "raw" else x
+        feats = embed_images(embedder, seen, network=net)  # once per class: every strategy clusters these
         cp = _ClassPool(c, pool, losses, grads, layout, feats, cfg.metric)
         _diagnose_class(cp, cfg, selectors, device, cells, samples)
     rows = _rows(cells, cfg.strategies)
