@@ -36,20 +36,27 @@ import torch
 from torch import nn
 
 
-def trajectory_key(cfg: Any, dataset: Mapping[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
-    """Everything the matching network's trajectory depends on (``cfg`` an :class:`~dream_plugin.ab.config.AbConfig`)."""
-    i = cfg.idc
+def _common_key(cfg: Any, dataset: Mapping[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
+    """What every cached result depends on: the library, the device, the data, the network and the seed."""
     return {
         "format": 1,
         "torch": torch.__version__,
         "device": device.type,
         "dataset": dict(dataset),
         "model": {"width": cfg.model.width, "depth": cfg.model.depth, "norm": cfg.model.norm},
+        "seed": seed,
+    }
+
+
+def trajectory_key(cfg: Any, dataset: Mapping[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
+    """Everything the matching network's trajectory depends on (``cfg`` an :class:`~dream_plugin.ab.config.AbConfig`)."""
+    i = cfg.idc
+    return {
+        **_common_key(cfg, dataset, seed, device),
         "idc": {"fix_iter": i.fix_iter, "n_data": i.n_data, "pretrain": i.pretrain, "batch_net": i.batch_net,
                 "lr_net": i.lr_net, "momentum_net": i.momentum_net, "weight_decay_net": i.weight_decay_net},
         "dsa": cfg.dsa,
         "dsa_strategy": cfg.dsa_strategy if cfg.dsa else None,
-        "seed": seed,
     }
 
 
@@ -126,15 +133,10 @@ class EvalCache:
 def eval_key(cfg: Any, dataset: Mapping[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
     """Everything an evaluation depends on besides the synthetic set and the iteration."""
     return {
-        "format": 1,
-        "torch": torch.__version__,
-        "device": device.type,
-        "dataset": dict(dataset),
-        "model": {"width": cfg.model.width, "depth": cfg.model.depth, "norm": cfg.model.norm},
+        **_common_key(cfg, dataset, seed, device),
         "eval": dataclasses.asdict(cfg.eval),
         "augment": cfg.augment_eval,
         "dsa_strategy": cfg.dsa_strategy if cfg.augment_eval else None,
-        "seed": seed,
     }
 
 

@@ -57,7 +57,6 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--cache", "cache", {"metavar": "DIR", "help": "save what every arm of a seed computes identically here (idc's "
                           "matching-network trajectory, evaluations of identical synthetic sets) and reuse it; "
                           "same numbers, less work"}),
-    ("--network-cache", "cache", {"metavar": "DIR", "help": argparse.SUPPRESS}),
     ("--device", "device", {"metavar": "DEVICE", "help": "auto (cuda if available, else cpu), cpu, cuda, cuda:<i>"}),
     ("--threads", "threads", {"type": int, "help": "torch.set_num_threads (default 1; 0: torch's default, one per core)"}),
     ("--jobs", "jobs", {"type": int, "help": "parallel (arm, seed) runs, one process each (same numbers as 1)"}),
