@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The matching-only sweeps of docs/benchmarks.md ("Where representative matching helps"): each line
+# The matching-only sweeps of docs/findings.md ("The first study"): each line
 # is one `dream-plugin ab` run of the pair init-only vs dream on digits, 3 seeds, changing one knob
 # of benchmarks/idc/digits.yaml. Usage: benchmarks/idc/sweep.sh OUT_DIR
 set -euo pipefail
