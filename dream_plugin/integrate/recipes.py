@@ -9,12 +9,16 @@ from the hosts' documented contracts (docs/hosts/*.md); no host code is copied h
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
-__all__ = ["Note", "Recipe", "RECIPES", "BEGIN", "END"]
+__all__ = ["Note", "Recipe", "RECIPES", "BEGIN", "END", "WRAPPERS", "line_key", "recipes_for"]
 
 BEGIN = "# dream-plugin integrate: begin"
 END = "# dream-plugin integrate: end"
+WRAPPERS = ("wrap_get_images", "wrap_mtt_get_images", "wrap_class_loader", "GetImagesAdapter", "ClassLoaderAdapter")
+"""The adapter entry points: a file assigning its sampler from one of them is integrated already (by hand)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class Recipe:
     """``(old, new, count)``: exact call-site text replaced, and how often the host has it."""
     replace_region: tuple[str, str, tuple[str, ...]] | None = None
     """``(first line regex, last line regex, new lines)``: a region replaced (official DREAM matching)."""
+    region_known: tuple[str, ...] = ()
+    """The replaced region's known text, as :func:`line_key` of each non-blank line (no host text is
+    stored): the region is replaced only when its lines are exactly these."""
     notes: tuple[Note, ...] = ()
     doc: str = ""
     """The host's page in docs/hosts/."""
@@ -192,9 +199,18 @@ RECIPES: tuple[Recipe, ...] = (
             r"^\s*lab = torch\.tensor\(\[np\.ones\(img\.size\(0\)\)\*c\]",
             ("img, lab = loader_real.class_sample(c)  # the configured strategy picks the real batch",),
         ),
+        # the 13 lines of upstream 595e3c1 (8 not blank): the interval test, the host's k-means picker, the
+        # indexing of the kept class tensor, and the labels rebuilt from c
+        region_known=("c24ec26a45f9f411", "7f6ef30dba269643", "2418a60f1d9bc2ca", "9021ffbb12231274",
+                      "eab9aa513bd2c898", "6f58654a6f83e1ca", "dbe5bfc4cbcad19d", "c6961a9dd83c5e77"),
         notes=_DREAM_NOTES, doc="docs/hosts/dream-official.md",
     ),
 )
+
+
+def line_key(line: str) -> str:
+    """A line's identity regardless of spacing: the first 16 hex digits of sha256 of it without whitespace."""
+    return hashlib.sha256(re.sub(r"\s+", "", line).encode("utf-8")).hexdigest()[:16]
 
 
 def recipes_for(host: str | None = None) -> tuple[Recipe, ...]:
