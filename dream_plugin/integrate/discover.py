@@ -66,8 +66,10 @@ def _mismatch(recipes: list[Recipe], rel: str, text: str) -> str | None:
     if not scored:
         return None
     _, r, missing = max(scored, key=lambda s: s[0])
+    args = {old[old.index("("):] for old, _, _ in r.call_sites}  # "(c, args.batch_real)": renamed samplers too
     calls = [f"{n}: {line.strip()}" for n, line in enumerate(text.splitlines(), 1)
-             if re.search(r"\bget_images\w*\s*\(|class_sample\(", line) and not line.lstrip().startswith("def ")]
+             if (re.search(r"\bget_images\w*\s*\(|class_sample\(", line) or any(a in line for a in args))
+             and not line.lstrip().startswith("def ")]
     seen = f"; its sampler calls: {'; '.join(calls[:6])}" + (" ..." if len(calls) > 6 else "") if calls else ""
     return (f"{rel}: {r.host}: does not match the {r.host} contract: no line matches "
             + ", ".join(repr(p) for p in missing) + f"{seen}; make the change by hand ({r.doc}), or integrate the "

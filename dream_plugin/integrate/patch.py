@@ -222,18 +222,24 @@ def apply_all(plans: list[Plan]) -> list[tuple[Plan, Path]]:
             done.append((p, backup))
             p.path.write_bytes(p.new.encode("utf-8"))
         except OSError as exc:
-            _restore(done)
-            raise IntegrateError(
-                f"{p.path}: cannot write ({exc.strerror or exc}); every file written before it is restored, "
-                "nothing changed"
-            ) from None
+            left = _restore(done)
+            outcome = ("every file written before it is restored, nothing changed" if not left else
+                       "could not restore " + ", ".join(f"{q.path} (its original is in {b})" for q, b in left))
+            raise IntegrateError(f"{p.path}: cannot write ({exc.strerror or exc}); {outcome}") from None
     return done
 
 
-def _restore(done: list[tuple[Plan, Path]]) -> None:
+def _restore(done: list[tuple[Plan, Path]]) -> list[tuple[Plan, Path]]:
+    """Give every file in ``done`` its old text back and drop its backup; those that could not be restored."""
+    left = []
     for p, backup in reversed(done):
-        p.path.write_bytes(p.old.encode("utf-8"))
-        backup.unlink(missing_ok=True)
+        try:
+            if p.path.read_bytes() != p.old.encode("utf-8"):
+                p.path.write_bytes(p.old.encode("utf-8"))
+            backup.unlink(missing_ok=True)
+        except OSError:
+            left.append((p, backup))
+    return left
 
 
 # -- the generic family recipe ---------------------------------------------------------------------
