@@ -323,3 +323,42 @@ def test_every_file_is_checked_writable_before_the_first_write(checkout, capsys,
     err = capsys.readouterr().err
     assert err.strip().endswith("main_DM.py: not writable (Permission denied); nothing written")
     assert {q: q.read_bytes() for q in root.rglob("*")} == before
+
+
+# -- the host notes --------------------------------------------------------------------------------
+MTT_UTILS_NO_MNIST = """def get_dataset(dataset, data_path):
+    if dataset == 'CIFAR10':
+        channel = 3
+    else:
+        exit('unknown dataset: %s' % dataset)
+
+
+def get_daparam(dataset):
+    if dataset == 'MNIST':
+        return 'crop_scale_rotate'
+"""
+
+
+def test_mtts_missing_mnist_branch_is_warned_whatever_else_mentions_mnist(checkout, capsys, monkeypatch):
+    monkeypatch.setattr(patch, "_importable", lambda module: True)
+    root = checkout("mtt")
+    (root / "utils.py").write_text(MTT_UTILS_NO_MNIST)
+    assert main(["integrate", str(root)]) == 0
+    assert "warning: utils.py:5: get_dataset has no MNIST branch" in capsys.readouterr().err
+    branch = "    elif dataset == 'MNIST':\n        channel = 1\n"
+    (root / "utils.py").write_text(MTT_UTILS_NO_MNIST.replace("    else:\n", branch + "    else:\n"))
+    assert main(["integrate", str(root)]) == 0
+    assert "warning:" not in capsys.readouterr().err  # dealt with: the list is empty
+
+
+def test_commented_out_lines_and_installed_imports_do_not_count(checkout, capsys, monkeypatch):
+    root = checkout("mtt")
+    (root / "distill.py").write_text("import wandb\n" + (root / "distill.py").read_text())
+    (root / "networks.py").write_text("def f(out):\n    # out = out.view(out.size(0), -1)\n    return out\n")
+    monkeypatch.setattr(patch, "_importable", lambda module: False)
+    assert main(["integrate", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: distill.py:1: imports wandb" in err and "networks.py" not in err
+    monkeypatch.setattr(patch, "_importable", lambda module: module == "wandb")
+    assert main(["integrate", str(root)]) == 0
+    assert "warning:" not in capsys.readouterr().err

@@ -42,7 +42,8 @@ def run(root: Path, *, mode: str = "diff", out: Any = None, err: Any = None, net
     if not root.exists():
         print(f"dream-plugin integrate: {root}: no such file or directory", file=err)
         return 2
-    targets, problems = discover(root, net=net, factory=net_factory, family_only=family_only)
+    targets, problems = discover(root, net=net, factory=net_factory, family_only=family_only,
+                                  resolve=mode != "check")
     if not targets and not problems:
         known = ", ".join(f"{r.host} ({r.file})" for r in RECIPES)
         print(f"dream-plugin integrate: {root}: no supported host file recognised; known: {known}, and any file "

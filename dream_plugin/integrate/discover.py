@@ -86,9 +86,12 @@ def _py_files(root: Path) -> list[Path]:
     return out
 
 
-def discover(root: Path, *, net: str | None = None, factory: str | None = None,
-             family_only: bool = False) -> tuple[list[Target], list[str]]:
-    """The targets in ``root`` (a checkout folder, or one file) and the problems to report."""
+def discover(root: Path, *, net: str | None = None, factory: str | None = None, family_only: bool = False,
+             resolve: bool = True) -> tuple[list[Target], list[str]]:
+    """The targets in ``root`` (a checkout folder, or one file) and the problems to report.
+
+    ``resolve=False`` (for --check) only tells each family file's state, without working out its network.
+    """
     base = root if root.is_dir() else root.parent
     targets: list[Target] = []
     problems: list[str] = []
@@ -120,7 +123,7 @@ def discover(root: Path, *, net: str | None = None, factory: str | None = None,
         text = _read(path)
         rel = str(path.relative_to(base))
         try:
-            a = family.analyse(text, rel, net=net, factory=factory)
+            a = family.analyse(text, rel, net=net, factory=factory, resolve=resolve)
         except family.FamilyError as exc:
             problems.append(str(exc))
             continue

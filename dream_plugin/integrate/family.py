@@ -205,11 +205,13 @@ def _one(values: set[str]) -> str | None:
     return next(iter(values)) if len(values) == 1 else None
 
 
-def analyse(text: str, where: str, *, net: str | None = None, factory: str | None = None) -> Analysis | None:
+def analyse(text: str, where: str, *, net: str | None = None, factory: str | None = None,
+            resolve: bool = True) -> Analysis | None:
     """The generic change for one file's text; None when it has no family sampler.
 
     Raises :class:`FamilyError` when the file has a family sampler but the change cannot be
     worked out without a choice only the user can make (several samplers; which network).
+    ``resolve=False`` skips working out the network (enough to tell the file's state).
     """
     if not is_candidate(text):
         return None
@@ -231,7 +233,7 @@ def analyse(text: str, where: str, *, net: str | None = None, factory: str | Non
     sites = _sites(tree, text, indices)
     marked_block, hand = f"{BEGIN} ({HOST}" in text, _hand_wrap(tree)
     sizes: dict[str, str] = {}
-    if not marked_block and hand is None:  # the change is still to be made: work out what goes in the block
+    if resolve and not marked_block and hand is None:  # the change is still to be made: work out what goes in the block
         net, factory = _networks(tree, text, where, sites, net, factory)
         sizes = _sizes(tree, sites)
     return Analysis(

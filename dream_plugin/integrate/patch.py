@@ -12,6 +12,7 @@ wrote when a later write fails: all or nothing.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import tempfile
@@ -286,17 +287,31 @@ def plan_family(path: Path, rel: str, text: str, a: family.Analysis) -> Plan:
 
 
 def notes_for(recipe: Recipe, root: Path) -> list[str]:
-    """``file:line[,line...]: message`` for each torch-2 / CPU note whose pattern is still in the checkout."""
+    """``file:line[,line...]: message`` for each torch-2 / CPU note still open in the checkout.
+
+    Commented-out lines do not count, and a missing-import note is dealt with once its module is
+    importable in this environment (the host's, where dream-plugin is installed).
+    """
     out = []
     for note in recipe.notes:
         f = root / note.file
         if not f.is_file():
             continue
-        pattern = re.compile(note.pattern)
-        text = f.read_text(encoding="utf-8", errors="replace")
-        if note.unless and re.search(note.unless, text):
+        if note.module and _importable(note.module):
             continue
-        numbers = [str(n) for n, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
+        pattern = re.compile(note.pattern)
+        lines = [line for line in f.read_text(encoding="utf-8", errors="replace").splitlines()]
+        code = "\n".join("" if line.lstrip().startswith("#") else line for line in lines)
+        if note.unless and re.search(note.unless, code):
+            continue
+        numbers = [str(n) for n, line in enumerate(code.split("\n"), 1) if line and pattern.search(line)]
         if numbers:
             out.append(f"{note.file}:{','.join(numbers)}: {note.message}")
     return out
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -29,7 +29,9 @@ class Note:
     pattern: str
     message: str
     unless: str = ""
-    """A regex that, found anywhere in the file, means the issue is dealt with (no warning)."""
+    """A regex that, found in the file's code (comments aside), means the issue is dealt with (no warning)."""
+    module: str = ""
+    """For a missing-import note: the module; once it is importable here the note is dealt with."""
 
 
 @dataclass(frozen=True)
@@ -73,15 +75,16 @@ _GET_IMAGES_DEF = r"^\s*def get_images\(c, n\):"
 
 _MTT_NOTES = (
     Note("distill.py", r"^import wandb", "imports wandb: install it, and run offline with WANDB_MODE=disabled "
-         "(WANDB_MODE=offline crashes at the first save: wandb.run.name is None)"),
-    Note("utils.py", r"^import kornia", "imports kornia (ZCA whitening): install it, or remove the import when not using --zca"),
+         "(WANDB_MODE=offline crashes at the first save: wandb.run.name is None)", module="wandb"),
+    Note("utils.py", r"^import kornia", "imports kornia (ZCA whitening): install it, or remove the import when not using --zca",
+         module="kornia"),
     Note("distill.py", r"image_syn\.cuda\(\)", "hard-coded CUDA when saving the images: use `.to(args.device)` to run on CPU"),
     Note("buffer.py", r"p\.detach\(\)\.cpu\(\) for p in(?!.*clone)",
          "on CPU `.cpu()` returns the live tensor, so every expert snapshot aliases the current weights: the trajectory "
          "is constant and distill.py's loss is inf; add `.clone()` to the snapshot"),
     Note("utils.py", r"exit\('unknown dataset",
          "get_dataset has no MNIST branch (CIFAR10, Tiny, ImageNet, CIFAR100 only): `--dataset MNIST` exits here",
-         unless=r"dataset == 'MNIST'"),
+         unless=r"dataset == ['\"]MNIST['\"]:\s*\n\s*channel\s*="),  # a branch that sets up MNIST, not get_daparam's test
     Note("networks.py", r"out = out\.view\(out\.size\(0\), -1\)",
          "torch 2: `.view` on a non-contiguous (DSA-augmented) batch fails; change it to `.reshape`"),
     Note("utils.py", r"(\w+)\[:\] = \1\[0\](?!\.clone)",
@@ -95,8 +98,10 @@ _IDC_NOTES = (
     Note("misc/utils.py", r"np\.int\(", "`np.int` was removed in NumPy 1.24; CutMix (on by default) hits it: use `int(...)`"),
     Note("models/convnet.py", r"\.view\(x\.(size\(0\)|shape\[0\]), -1\)",
          "torch 2: `.view` on a non-contiguous augmented batch fails; change it to `.reshape`"),
-    Note("train.py", r"^from efficientnet_pytorch import", "imports efficientnet_pytorch: install it, or guard the import"),
-    Note("test.py", r"^from efficientnet_pytorch import", "imports efficientnet_pytorch: install it, or guard the import"),
+    Note("train.py", r"^from efficientnet_pytorch import", "imports efficientnet_pytorch: install it, or guard the import",
+         module="efficientnet_pytorch"),
+    Note("test.py", r"^from efficientnet_pytorch import", "imports efficientnet_pytorch: install it, or guard the import",
+         module="efficientnet_pytorch"),
     Note("data.py", r"warnings\.filterwarnings\(\"ignore\"\)",
          "silences every warning of the run, the adapter's too (e.g. the one about normalize=)"),
 )
@@ -104,7 +109,8 @@ _IDC_NOTES = (
 _DREAM_NOTES = _IDC_NOTES + (
     Note("new_strategy.py", r"device='cuda'", "hard-coded CUDA in the host's own k-means picker (unused once integrated)"),
     Note("new_strategy.py", r"^from fast_pytorch_kmeans import",
-         "imported at start-up even when integrated: install dream-plugin's [fast-kmeans] extra (fast-pytorch-kmeans)"),
+         "imported at start-up even when integrated: install dream-plugin's [fast-kmeans] extra (fast-pytorch-kmeans)",
+         module="fast_pytorch_kmeans"),
 )
 
 RECIPES: tuple[Recipe, ...] = (
