@@ -362,3 +362,14 @@ def test_commented_out_lines_and_installed_imports_do_not_count(checkout, capsys
     monkeypatch.setattr(patch, "_importable", lambda module: module == "wandb")
     assert main(["integrate", str(root)]) == 0
     assert "warning:" not in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_utf8_is_one_line_and_nothing_is_written(checkout, capsys):
+    root = checkout("dc")
+    p = root / "main_DM.py"
+    p.write_bytes(p.read_bytes().replace(b"# A fake DM", b"# \xff A fake DM"))
+    before = {q: q.read_bytes() for q in root.rglob("*")}
+    assert main(["integrate", str(root), "--apply"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "main_DM.py: not UTF-8 text (byte 2); nothing written" in err
+    assert {q: q.read_bytes() for q in root.rglob("*")} == before

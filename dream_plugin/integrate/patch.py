@@ -213,6 +213,9 @@ def apply_all(plans: list[Plan]) -> list[tuple[Plan, Path]]:
             _probe(p.path)
         except OSError as exc:
             raise IntegrateError(f"{p.path}: not writable ({exc.strerror or exc}); nothing written") from None
+        except UnicodeDecodeError as exc:
+            raise IntegrateError(f"{p.path}: not UTF-8 text (byte {exc.start}); nothing written: make the change by "
+                                 f"hand ({p.recipe.doc})") from None
         if current != p.old:
             raise IntegrateError(f"{p.path}: changed since it was read; nothing written, run again")
     done: list[tuple[Plan, Path]] = []
