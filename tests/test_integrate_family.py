@@ -238,6 +238,10 @@ def test_a_hand_changed_named_file_is_reported_and_check_fails(checkout, capsys,
     assert main(["integrate", str(root), "--check"]) == 1
     out = capsys.readouterr().out
     assert "main_DM.py: dm: not integrated" in out and "main.py: dc-dsa: does not match" in out
+    if edit[0] == "get_images(c, args.batch_real)":  # still a family file: --family integrates it generically
+        assert main(["integrate", str(p), "--family", "--apply"]) == 0
+        assert "main.py: family: integrated (backup:" in capsys.readouterr().out
+        assert "get_images.init(c, args.ipc)" in p.read_text() and "get_images(c, 2 * args.batch_real)" in p.read_text()
 
 
 def test_a_hand_changed_replaced_region_is_refused_with_the_difference(checkout, capsys):
