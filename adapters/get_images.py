@@ -229,6 +229,21 @@ class GetImagesAdapter:
         """A batch of class ``c`` for BatchNorm statistics (n defaults to bn_n)."""
         return self._explicit("bn", c, n if n is not None else self.bn_n, "bn_n")
 
+    def whole(self, c: int, n: int | None = None) -> torch.Tensor:
+        """Every image of class ``c``, through the host sampler: a pass-through fetch (nothing to select).
+
+        For hosts that call ``get_images(c, len(indices_class[c]))`` (DATM's label-aware
+        initialisation). Recorded as ``init`` before the first network, ``match`` after, with a note.
+        """
+        size = self._pool_size(c)
+        c, n = check_class_n(c, size if n is None else n)
+        if n != size:
+            raise ValueError(f"get_images.whole({c}, {n}): class {c} has {size} images and whole() fetches all of them "
+                             "(n = len(indices_class[c])); use .init / .match / .bn to select fewer")
+        kind = "init" if self._before_training(c) else "match"
+        return host_call(self.selector, kind, c, n, size, lambda: self.host_sampler(c, n),
+                         note="whole class: n equals the class size, nothing to select")
+
     def _explicit(self, kind: str, c: int, n: int | None, size_name: str) -> torch.Tensor:
         if n is None:
             raise TypeError(f".{kind}(c) needs n (or pass {size_name}= to the adapter)")
