@@ -23,6 +23,7 @@ from .arm import RunResult, _device_tensors, default_adapter_class, run_arm
 from .config import AbConfig, ConfigError
 from .environment import _loadavg, environment
 from .output import prepare_out_dir, write_report
+from .ownership import OutLock
 
 logger = logging.getLogger("dream_plugin.ab")
 
@@ -96,19 +97,26 @@ def run_ab(
     """Run every arm over every seed; write results.json, curves.png and synthetic grids to ``out``.
 
     ``out`` is checked before any work (see :func:`~dream_plugin.ab.output.prepare_out_dir`; ``force``
-    replaces an earlier run there), and results.json is written before the plots.
+    replaces an earlier run there) and locked for the run (:mod:`~dream_plugin.ab.ownership`: a second
+    run into the same folder is refused), and results.json is written before the plots.
     """
     cfg.validate()
+    lock = None
     if write:
         require("matplotlib", what="dream-plugin ab (its plots)")
         out = prepare_out_dir(out or cfg.out or f"dream-ab-{time.strftime('%Y%m%d-%H%M%S')}", force=force)
+        lock = OutLock(out).acquire()  # one owner per folder: a second run is refused here, naming this one
     threads_before = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
+        if write:  # again under the lock: a run that ended between the first check and the lock is seen now
+            prepare_out_dir(out, force=force)
         return _run_ab(cfg, out=out, adapter_class=adapter_class, write=write, log=log)
     finally:
         torch.set_num_threads(threads_before)
+        if lock is not None:
+            lock.release()
 
 
 def _run_ab(
