@@ -30,6 +30,7 @@ from .config import AbConfig
 from .evaluate import accuracy, evaluate_synset
 from .loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
 from .netcache import NetworkCache, trajectory_key
+from .validity import NonFiniteError
 
 OBSERVER_NAME = "dream_plugin.ab.observer"
 
@@ -147,6 +148,8 @@ def run_arm(
     syn, labels = _initial_synset(cfg, data, ctx, seed, device)
     try:
         final = distill(syn, labels, ctx)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{arm} arm, seed {seed}: {exc}") from None
     finally:
         bar.close()
         selector.pm.unregister(observer)

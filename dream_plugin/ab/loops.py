@@ -35,6 +35,7 @@ from .augment import augment
 from .config import AbConfig
 from .distances import match_loss
 from .idc import decode_synset, idc_round
+from .validity import check_finite
 
 
 class Sampler(Protocol):
@@ -121,13 +122,18 @@ def distill(syn: torch.Tensor, labels: torch.Tensor, ctx: LoopContext) -> torch.
         if it in evals:
             start = time.perf_counter()
             x, y = syn.detach().clone(), labels
+            if not bool(torch.isfinite(x).all()):
+                check_finite(float("nan"), f"synthetic set at iteration {it} (it holds NaN or infinite pixels)",
+                             f"lr_img (--lr-img, now {cfg.image_lr:g})")
             if cfg.method == "idc":  # evaluate on the decoded (multi-formation) training set
                 x, y = decode_synset(x, labels, cfg.idc.factor)
             ctx.on_eval(it, x, y)
             ctx.eval_seconds += time.perf_counter() - start
         if it == cfg.iterations:
             break
-        ctx.losses.append(step(it, syn, labels, opt_img, ctx))
+        loss = step(it, syn, labels, opt_img, ctx)
+        ctx.losses.append(check_finite(loss, f"matching loss at iteration {it}",
+                                       f"lr_img (--lr-img, now {cfg.image_lr:g})"))
         if ctx.progress is not None:
             ctx.progress.update(1)
     return syn.detach()
