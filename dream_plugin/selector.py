@@ -145,6 +145,21 @@ class Selector:
                 inst.reset()
         self._calls.clear()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The call counters and every strategy instance's :meth:`state_dict`: with the host's own random
+        states, what a resumed run needs to select exactly as the uninterrupted one would."""
+        return {"calls": dict(self._calls),
+                "strategies": {name: inst.state_dict() for name, inst in self._instances.items()
+                               if callable(getattr(inst, "state_dict", None))}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (strategies are built as needed; records are not part of it)."""
+        self._calls = dict(state["calls"])
+        for name, inst_state in state["strategies"].items():
+            load = getattr(self.strategy(name), "load_state_dict", None)
+            if callable(load):
+                load(inst_state)
+
     # -- the host's calls -------------------------------------------------------------------------
     def select(
         self,

@@ -88,6 +88,9 @@ def add_ab_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--show-defaults", action="store_true", help="print the default config as YAML and exit")
     p.add_argument("--quick", action="store_true", help="small preset: about a minute on 2 CPU cores")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run saved in DIR (its --out): finished "
+                   "runs are kept, the others continue from their last evaluation point; options given with it "
+                   "must not change the run's numbers")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier run's results.json and plots in --out (never mixed with the new ones)")
     for flag, key, kwargs in FLAGS:
@@ -121,11 +124,18 @@ def cmd_ab(args: argparse.Namespace) -> int:
         print(defaults_yaml(), end="")
         return 0
     file_data = load_yaml(args.config) if args.config else None
-    cfg = build_config(file_data, flags_to_overrides(args), quick=args.quick)
+    if args.resume:
+        from .resume import resume_config
+
+        if args.force:
+            raise ConfigError("--resume continues the run in its folder and --force starts over there; give one")
+        cfg = resume_config(args.resume, file_data, flags_to_overrides(args), quick=args.quick)
+    else:
+        cfg = build_config(file_data, flags_to_overrides(args), quick=args.quick)
     from .runner import run_ab
 
     try:
-        run_ab(cfg, force=args.force, log=print)
+        run_ab(cfg, force=args.force, log=print, out=args.resume, resume=bool(args.resume))
     except ModuleNotFoundError as exc:
         if "adapters" in str(exc):
             raise ConfigError(f"the get_images adapter is not available: {exc}") from exc

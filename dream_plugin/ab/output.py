@@ -27,6 +27,10 @@ class OutputError(RuntimeError):
     """Writing the run's outputs failed after the numbers were saved; the message says where they are."""
 
 
+class RunInterrupted(Exception):
+    """The run was interrupted (Ctrl-C); the message says what was saved and how to continue."""
+
+
 def earlier_run_files(out_dir: Path) -> list[Path]:
     """The files of an earlier ``ab`` run in ``out_dir`` (results.json, curves.png, synthetic_*.png)."""
     if not out_dir.is_dir():
@@ -43,6 +47,9 @@ def prepare_out_dir(out: str | os.PathLike[str], *, force: bool = False) -> Path
     Raises :class:`~dream_plugin.config.ConfigError` naming ``out (--out)`` and the problem.
     """
     out_dir = check_writable_folder(out, "out (--out)")
+    if (out_dir / "resume").is_dir() and not force:
+        raise ConfigError(f"out (--out): {str(out_dir)!r} holds an interrupted run; continue it with "
+                          f"dream-plugin ab --resume {str(out_dir)!r}, or pass --force to start over")
     earlier = earlier_run_files(out_dir)
     if earlier and not force:
         names = ", ".join(p.name for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
