@@ -59,6 +59,7 @@ from .requests import (
     SelectionResult,
 )
 from .seeds import derive_seed
+from .totals import RecentRecords, SelectionTotals
 
 __all__ = ["Selector", "derive_seed"]
 
@@ -91,7 +92,9 @@ class Selector:
         self.strategies: dict[str, StrategyInfo] = collect_strategies(self.pm)
         self._instances: dict[str, Any] = {}
         self._calls: dict[tuple[str, int], int] = {}
-        self.records: list[SelectionRecord] = []
+        self.records: list[SelectionRecord] = RecentRecords()
+        """The latest records (at most 2 * RECENT): every record goes to the observers; totals in ``totals``."""
+        self.totals = SelectionTotals()
         self.distributed_log: list[distributed.DistributedEvent] = []  # one per rank-exchanged selection
         for key, name in (("strategy", self.settings.strategy), ("init.strategy", self.settings.init_strategy)):
             self._info(name, key)
@@ -248,7 +251,7 @@ class Selector:
             kmeans_iterations=None, inertia=None, duplicates_resolved=0, embed_seconds=0.0,
             cluster_seconds=0.0, embed_source="none", answered_by=answered_by, note=note,
         )
-        self.records.append(record)
+        self._keep(record)
         self._notify(record)
         return record
 
@@ -330,11 +333,16 @@ class Selector:
             cluster_seconds=result.cluster_seconds, embed_source=request.embed_source,
             answered_by=answer.answered_by,
         )
-        self.records.append(record)
+        self._keep(record)
         logger.debug("%s picks of class %d (call %d, n=%d of %d) answered by %s in %.4f s", request.kind,
                      request.class_id, call.call_index, request.n, request.pool_size, answer.answered_by, answer.seconds)
         self._notify(record)
         return answer.positions
+
+    def _keep(self, record: SelectionRecord) -> None:
+        """Count the record and keep it among the recent ones (memory stays flat over a long run)."""
+        self.totals.add(record)
+        self.records.append(record)
 
     # -- helpers of the answering path ------------------------------------------------------------
     def _hook_name(self, kind: str) -> str:
