@@ -254,8 +254,24 @@ def _host_adapter(adapter_class: type, t: dict[str, Any], live: LiveNet, selecto
                          net=lambda: live.net, net_factory=net_factory, selector=selector)
 
 
+class _NoBar:
+    """What a run without a progress bar updates: nothing. (A disabled tqdm bar would still run a
+    destructor at the end of each run, where a Ctrl-C is dropped by the interpreter.)"""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress_bar(cfg: AbConfig, arm: str, seed: int, position: int) -> Any:
-    """The run's tqdm bar over ``cfg.iterations`` (disabled unless ``cfg.progress``)."""
+    """The run's tqdm bar over ``cfg.iterations`` (none unless ``cfg.progress``)."""
+    if not cfg.progress:
+        return _NoBar()
     from tqdm.auto import tqdm
 
     return tqdm(total=cfg.iterations, desc=f"{arm} (seed {seed})", leave=False, disable=not cfg.progress,

@@ -6,13 +6,16 @@ spawned worker processes, aggregates them, prints the table and writes results.j
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -152,8 +155,8 @@ def run_ab(
         if write and not resume:
             prepare_out_dir(out, force=force)  # under the lock: an earlier run's files are no running run's
             resume_state.clear(out)  # --force: an earlier interrupted run's progress is not this run's
-            resume_state.save_config(out, cfg)
-        return _run_ab(cfg, out=out, adapter_class=adapter_class, write=write, log=log, dry_run=dry_run)
+        return _run_ab(cfg, out=out, adapter_class=adapter_class, write=write, log=log, dry_run=dry_run,
+                       new_run=write and not resume)
     finally:
         torch.set_num_threads(threads_before)
         if lock is not None:
@@ -168,6 +171,7 @@ def _run_ab(
     write: bool,
     log: Callable[[str], None] | None,
     dry_run: bool = False,
+    new_run: bool = False,
 ) -> dict[str, Any]:
     from .cost import estimate_cost, is_long
     from .report import format_table
@@ -189,6 +193,8 @@ def _run_ab(
         say(estimate.text())
         if dry_run:
             return {"estimate": dataclasses.asdict(estimate), "total_seconds": estimate.total_seconds}
+    if new_run:  # only once every check passed: a run refused at its start leaves nothing to resume
+        resume_state.save_config(out_dir, cfg)
     start = time.perf_counter()
     store_root = resume_state.resume_dir(out_dir) if write else None
     runs: list[RunResult] = []
@@ -247,11 +253,44 @@ def _run_jobs(cfg: AbConfig, data: ImageDataset, device: torch.device, adapter_c
     if cfg.jobs > 1 and len(todo) > 1:
         _run_parallel(cfg, todo, adapter_class, store_root, done)
     else:
-        for arm, seed in todo:
-            store = RunStore(store_root, arm, seed) if store_root is not None else None
-            done(run_arm(arm, seed, cfg, data, device, adapter_class=adapter_class, tensors=tensors, store=store))
+        with _noted_interrupts() as interrupted:
+            for arm, seed in todo:
+                if interrupted():  # a Ctrl-C that a destructor swallowed between two runs
+                    raise KeyboardInterrupt
+                store = RunStore(store_root, arm, seed) if store_root is not None else None
+                done(run_arm(arm, seed, cfg, data, device, adapter_class=adapter_class, tensors=tensors,
+                             store=store))
+            if interrupted():
+                raise KeyboardInterrupt
     order = {job: i for i, job in enumerate(jobs)}
     runs.sort(key=lambda r: order[(r.arm, r.seed)])
+
+
+@contextlib.contextmanager
+def _noted_interrupts() -> Iterator[Callable[[], bool]]:
+    """Raise KeyboardInterrupt on Ctrl-C as usual, and also remember it: an interrupt that arrives while
+    Python runs a destructor (a progress bar closing at the end of a run) would be printed and dropped
+    by the interpreter, so there it is only remembered, and the caller checks the returned function
+    between runs. Only in the main thread."""
+    seen = {"interrupt": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        seen["interrupt"] = True
+        if frame is not None and frame.f_code.co_name == "__del__":
+            # raised here it would be printed as "Exception ignored" and dropped: ask again, so that it
+            # is raised as soon as the destructor has returned
+            _thread.interrupt_main(signal.SIGINT)
+            return
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: seen["interrupt"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _interrupted(cfg: AbConfig, data: ImageDataset, env: dict[str, Any], seconds: float, runs: list[RunResult],
