@@ -35,6 +35,7 @@ that call, naming the explicit methods. ``kind=`` fixes the kind of every call (
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -46,6 +47,7 @@ from dream_plugin.requests import CALL_KINDS
 from dream_plugin.selector import Selector
 
 from ._common import HOST_SAMPLER, check_class_n, default_selector, host_call, select_positions, uses_host
+from .host_answer import HostSamplerError, check_answer, check_class, whole_pool_note
 from .network import NetworkSource, NoNetworkError
 
 __all__ = ["GetImagesAdapter", "wrap_get_images", "AmbiguousCallError"]
@@ -136,6 +138,7 @@ class GetImagesAdapter:
         self.kind = kind
         self._pools: dict[int, torch.Tensor] = {}
         self._inferred_init: set[int] = set()
+        self._warned_whole_pool: set[tuple[int, int]] = set()
         self._net_at_start = self._live_ref()
 
     # -- the host's call --------------------------------------------------------------------------
@@ -229,6 +232,21 @@ class GetImagesAdapter:
         """A batch of class ``c`` for BatchNorm statistics (n defaults to bn_n)."""
         return self._explicit("bn", c, n if n is not None else self.bn_n, "bn_n")
 
+    def whole(self, c: int, n: int | None = None) -> torch.Tensor:
+        """Every image of class ``c``, through the host sampler: a pass-through fetch (nothing to select).
+
+        For hosts that call ``get_images(c, len(indices_class[c]))`` (DATM's label-aware
+        initialisation). Recorded as ``init`` before the first network, ``match`` after, with a note.
+        """
+        size = self._pool_size(c)
+        c, n = check_class_n(c, size if n is None else n)
+        if n != size:
+            raise ValueError(f"get_images.whole({c}, {n}): class {c} has {size} images and whole() fetches all of them "
+                             "(n = len(indices_class[c])); use .init / .match / .bn to select fewer")
+        kind = "init" if self._before_training(c) else "match"
+        return host_call(self.selector, kind, c, n, size, lambda: self.host_sampler(c, n),
+                         note="whole class: n equals the class size, nothing to select")
+
     def _explicit(self, kind: str, c: int, n: int | None, size_name: str) -> torch.Tensor:
         if n is None:
             raise TypeError(f".{kind}(c) needs n (or pass {size_name}= to the adapter)")
@@ -263,13 +281,27 @@ class GetImagesAdapter:
         return pool
 
     def _get(self, kind: str, c: int, n: int, *, inferred: bool, note: str = "") -> torch.Tensor:
+        check_class(c, n, self.indices_class)  # every arm, before any draw (see adapters.host_answer)
         if uses_host(self.selector, kind):
-            return host_call(
-                self.selector, kind, c, n, self._pool_size(c), lambda: self.host_sampler(c, n), note=note
-            )
+            size = self._pool_size(c)
+            out = host_call(self.selector, kind, c, n, size, lambda: self.host_sampler(c, n), note=note)
+            problem = check_answer(out, c, n, size)
+            if problem:
+                self.selector.record_host_call(kind, c, n, 0.0, pool_size=size, note=f"unusable answer: {problem}")
+                raise HostSamplerError(problem)
+            return out
         pool = self.pool(c)
         images = self.images_all
         dev = images.device
+        if n > pool.numel():  # the host sampler returns the whole pool here: so does every arm
+            message = whole_pool_note(c, n, int(pool.numel()))
+            if (c, n) not in self._warned_whole_pool:
+                self._warned_whole_pool.add((c, n))
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
+            self.selector.record_host_call(kind, c, n, 0.0, answered_by="adapter (whole class pool)",
+                                           pool_size=int(pool.numel()),
+                                           strategy=self.selector.strategy_name(kind), note=message)
+            return images[pool.to(dev)]
 
         def load(positions: torch.Tensor) -> torch.Tensor:
             return images[pool[positions].to(dev)]

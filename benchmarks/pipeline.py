@@ -107,8 +107,8 @@ def section_dc(args) -> list[dict]:
         sampler = get_images if selector is None else GetImagesAdapter(
             get_images, images_all, indices_class, net=lambda: net, selector=selector, match_n=batch_real)
         total = sum(_dc_iterations(net, syn, sampler, ipc, batch_real, iters))
-        sel_s = sum(r.seconds for r in selector.records) if selector is not None else 0.0
-        n_re = sum(1 for r in selector.records if r.reclustered) if selector is not None else 0
+        sel_s = selector.totals.seconds if selector is not None else 0.0
+        n_re = selector.totals.reclusterings if selector is not None else 0
         share = sel_s / total
         print(f"| {label} | {iters} iterations | {total / iters:.3f} s/iter | selection {sel_s / iters:.3f} s/iter "
               f"| {n_re} re-clusterings | selection share {100 * share:.1f}% |  ({load()})")

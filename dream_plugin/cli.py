@@ -17,7 +17,7 @@ from .extras import MissingExtraError, missing_extra_message
 from .manager import PluginError, build_plugin_manager, collect_strategies
 from .ab.cli import add_ab_parser
 from .diagnose.cli import add_diagnose_parser
-from .ab.output import OutputError
+from .ab.output import OutputError, RunInterrupted
 from .export import add_export_parser
 from .precompute import add_precompute_parser
 from .records_cli import add_records_parser
@@ -159,6 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return _quiet_broken_pipe()
+    except RunInterrupted as exc:  # the run saved what it had and says how to continue
+        print(f"dream-plugin: {exc}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+    except KeyboardInterrupt:
+        print(f"dream-plugin: interrupted ({args.command}); nothing of it was saved", file=sys.stderr)
+        return 130
     except (ConfigError, PluginError, MissingExtraError, OutputError, FileNotFoundError, ValueError) as exc:
         print(f"dream-plugin: error: {exc}", file=sys.stderr)
         return 2

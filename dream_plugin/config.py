@@ -327,6 +327,11 @@ def apply_env(settings: Settings, environ: Mapping[str, str] | None = None) -> S
     DREAM_RECORDS, DREAM_LOG, DREAM_PLUGIN_DISABLE_AUTOLOAD."""
     env = os.environ if environ is None else environ
     changes: dict[str, Any] = {}
+    for name in (ENV_STRATEGY, ENV_INIT_STRATEGY):
+        # set but empty (``DREAM_STRATEGY=$ARM`` with ARM unset) would silently run the configured strategy
+        if name in env and not env[name].strip():
+            raise ConfigError(f"{name} is set but empty; set it to a strategy name (e.g. {name}=random or "
+                              f"{name}=dream) or unset it to use the configured strategy")
     if env.get(ENV_STRATEGY):
         changes["strategy"] = env[ENV_STRATEGY].strip()
     if env.get(ENV_INIT_STRATEGY):

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import ObserveSettings
+from .config import ConfigError, ObserveSettings
 from .hookspecs import hookimpl
 from .requests import SelectionRecord
 
@@ -40,22 +40,41 @@ _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(SelectionRecord))
 
 
 class RecordsWriter:
-    """Appends every record as one JSON object per line (flushed per line, so a crash keeps them)."""
+    """Appends every record as one JSON object per line (flushed per line, so a crash keeps them).
+
+    The file is opened when the writer is made (an adapter's construction, through :func:`attach`),
+    so a path that cannot be written is an error before the host's work, and a header line
+    ``{"header": {...}}`` (start time, host, command, process id, rank) starts each run's records.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._file: Any = None
+        self._file: Any = self._open()
+        self._write(json.dumps({"header": run_header()}, sort_keys=True))
+
+    def _open(self) -> Any:
+        label = "observe.records (DREAM_RECORDS)"
+        if self.path.is_dir():
+            raise ConfigError(f"{label}: {str(self.path)!r} is a folder; expected a file path such as "
+                              f"{str(self.path / 'records.jsonl')!r}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+        except OSError as exc:
+            raise ConfigError(f"{label}: {str(self.path)!r} cannot be written ({exc.strerror or exc}); "
+                              "choose a writable file, or unset it to write no records") from None
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            if self._file is None:
+                self._file = self._open()
+            self._file.write(line + "\n")
+            self._file.flush()
 
     @hookimpl
     def selection_done(self, record: SelectionRecord) -> None:
-        line = json.dumps(record.as_dict(), sort_keys=True)
-        with self._lock:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
-            self._file.write(line + "\n")
-            self._file.flush()
+        self._write(json.dumps(record.as_dict(), sort_keys=True))
 
     def close(self) -> None:
         with self._lock:
@@ -64,27 +83,86 @@ class RecordsWriter:
                 self._file = None
 
 
+def run_header() -> dict[str, Any]:
+    """Who writes the records that follow: start time (UTC), host, command, process id, rank."""
+    import socket
+    import time
+
+    return {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": socket.gethostname(),
+            "command": " ".join(sys.argv), "pid": os.getpid(), "rank": int(os.environ.get("RANK", "0") or 0)}
+
+
 def read_records(path: str | os.PathLike[str]) -> list[SelectionRecord]:
-    """The records of a JSON-lines file written by :class:`RecordsWriter` (blank lines skipped)."""
+    """The records of a JSON-lines file written by :class:`RecordsWriter` (blank and header lines skipped)."""
     return list(iter_records(path))
 
 
-def iter_records(path: str | os.PathLike[str]) -> Iterator[SelectionRecord]:
+def iter_records(path: str | os.PathLike[str], warn: Any = None) -> Iterator[SelectionRecord]:
+    """Stream the records of a file (headers skipped); see :func:`iter_entries`."""
+    for header, record in iter_entries(path, warn):
+        if record is not None:
+            yield record
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(SelectionRecord)}
+
+
+def _check_types(data: dict[str, Any], where: str) -> None:
+    for name, kind in _FIELD_TYPES.items():
+        if name not in data:
+            continue
+        v = data[name]
+        kind = str(kind)
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        ok = {"str": isinstance(v, str), "int": isinstance(v, int) and not isinstance(v, bool),
+              "float": number, "bool": isinstance(v, bool),
+              "int | None": v is None or (isinstance(v, int) and not isinstance(v, bool)),
+              "float | None": v is None or number}.get(kind, True)
+        if not ok:
+            raise ValueError(f"{where}: field {name!r} is {type(v).__name__} {v!r}; expected {kind}")
+
+
+def iter_entries(path: str | os.PathLike[str], warn: Any = None) -> Iterator[tuple[dict[str, Any] | None,
+                                                                              SelectionRecord | None]]:
+    """Stream ``(header, None)`` for each run header and ``(None, record)`` for each record, one line at a
+    time. A last line cut short (no newline, not JSON: what a crash leaves) is skipped with
+    ``warn(message)``; any other bad line, a folder or a binary file is a one-line ``ValueError``."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{str(p)!r} is a folder; expected a records file (JSON lines)")
     with open(p, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+        number = 0
+        while True:
+            try:
+                line = fh.readline()
+            except UnicodeDecodeError:
+                raise ValueError(f"{str(p)!r} is not a text file (not UTF-8 near line {number + 1}); expected a "
+                                 "records file (JSON lines)") from None
+            if not line:
+                return
+            number += 1
             if not line.strip():
                 continue
+            if "\x00" in line:
+                raise ValueError(f"{str(p)!r} is not a text file (a NUL byte on line {number}); expected a records "
+                                 "file (JSON lines)")
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
+                if not line.endswith("\n") and warn is not None:
+                    warn(f"{p}:{number}: skipped a truncated last line ({len(line)} characters, no newline)")
+                    return
                 raise ValueError(f"{p}:{number}: not a JSON line ({exc.msg})") from None
             if not isinstance(data, dict):
                 raise ValueError(f"{p}:{number}: expected a JSON object (one SelectionRecord), got {type(data).__name__}")
+            if set(data) == {"header"} and isinstance(data["header"], dict):
+                yield data["header"], None
+                continue
             missing = [f for f in _RECORD_FIELDS if f not in data and f != "note"]
             if missing:
                 raise ValueError(f"{p}:{number}: not a SelectionRecord, missing {', '.join(missing)}")
-            yield SelectionRecord(**{k: data[k] for k in _RECORD_FIELDS if k in data})
+            _check_types(data, f"{p}:{number}")
+            yield None, SelectionRecord(**{k: data[k] for k in _RECORD_FIELDS if k in data})
 
 
 def describe(record: SelectionRecord) -> str:

@@ -9,37 +9,83 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import OrderedDict
 from typing import Any, Iterable
 
-from .observers import read_records
+from .observers import iter_entries
 from .requests import SelectionRecord
 
-__all__ = ["add_records_parser", "summarise", "format_summary"]
+__all__ = ["add_records_parser", "summarise", "summarise_runs", "format_summary"]
+
+
+class _Group:
+    """Running totals of one (kind, strategy): constant memory however many records."""
+
+    def __init__(self, kind: str, strategy: str) -> None:
+        self.kind, self.strategy = kind, strategy
+        self.calls = self.reclusterings = self.duplicates = 0
+        self.seconds = 0.0
+        self.classes: set[int] = set()
+        self.answered_by: set[str] = set()
+        self.notes: set[str] = set()
+
+    def add(self, r: SelectionRecord) -> None:
+        self.calls += 1
+        self.reclusterings += int(bool(r.reclustered))
+        self.duplicates += r.duplicates_resolved
+        self.seconds += r.seconds
+        self.classes.add(r.class_id)
+        self.answered_by.add(r.answered_by)
+        if r.note:
+            self.notes.add(r.note)
+
+
+def _rows(groups: "OrderedDict[tuple[str, str], _Group]") -> list[dict[str, Any]]:
+    total = sum(g.seconds for g in groups.values())
+    return [{"kind": g.kind, "strategy": g.strategy, "calls": g.calls, "classes": len(g.classes),
+             "reclusterings": g.reclusterings, "seconds": g.seconds,
+             "time_share": g.seconds / total if total > 0 else 0.0, "duplicates_resolved": g.duplicates,
+             "answered_by": sorted(g.answered_by), "notes": sorted(g.notes)} for g in groups.values()]
 
 
 def summarise(records: Iterable[SelectionRecord]) -> list[dict[str, Any]]:
-    """One row per (kind, strategy), in order of first appearance."""
-    groups: OrderedDict[tuple[str, str], list[SelectionRecord]] = OrderedDict()
+    """One row per (kind, strategy), in order of first appearance (streams ``records``)."""
+    groups: OrderedDict[tuple[str, str], _Group] = OrderedDict()
     for r in records:
-        groups.setdefault((r.kind, r.strategy), []).append(r)
-    total = sum(r.seconds for rs in groups.values() for r in rs)
-    rows = []
-    for (kind, strategy), rs in groups.items():
-        seconds = sum(r.seconds for r in rs)
-        rows.append({
-            "kind": kind,
-            "strategy": strategy,
-            "calls": len(rs),
-            "classes": len({r.class_id for r in rs}),
-            "reclusterings": sum(1 for r in rs if r.reclustered),
-            "seconds": seconds,
-            "time_share": seconds / total if total > 0 else 0.0,
-            "duplicates_resolved": sum(r.duplicates_resolved for r in rs),
-            "answered_by": sorted({r.answered_by for r in rs}),
-            "notes": sorted({r.note for r in rs if r.note}),
-        })
-    return rows
+        key = (r.kind, r.strategy)
+        if key not in groups:
+            groups[key] = _Group(*key)
+        groups[key].add(r)
+    return _rows(groups)
+
+
+def summarise_runs(entries: Iterable[tuple[dict[str, Any] | None, SelectionRecord | None]]) -> list[dict[str, Any]]:
+    """Per run (each header starts one; records before any header form a run without one):
+    ``{"header", "records", "rows"}``. Streams ``entries`` (:func:`~dream_plugin.observers.iter_entries`)."""
+    runs: list[dict[str, Any]] = []
+    groups: OrderedDict[tuple[str, str], _Group] = OrderedDict()
+    current: dict[str, Any] | None = None
+
+    def close() -> None:
+        if current is not None and (current["header"] is not None or current["records"]):
+            current["rows"] = _rows(groups)
+            runs.append(current)
+
+    for header, record in entries:
+        if header is not None or current is None:
+            close()
+            groups = OrderedDict()
+            current = {"header": header, "records": 0}
+            if header is not None:
+                continue
+        key = (record.kind, record.strategy)
+        if key not in groups:
+            groups[key] = _Group(*key)
+        groups[key].add(record)
+        current["records"] += 1
+    close()
+    return runs
 
 
 def format_summary(rows: list[dict[str, Any]]) -> str:
@@ -57,14 +103,26 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _describe_header(h: dict[str, Any] | None) -> str:
+    if h is None:
+        return "records before any run header"
+    return (f"started {h.get('started', '?')} on {h.get('host', '?')}, pid {h.get('pid', '?')}, rank "
+            f"{h.get('rank', '?')}: {h.get('command', '?')}")
+
+
 def _cmd_records(args: argparse.Namespace) -> int:
-    records = read_records(args.file)
-    rows = summarise(records)
+    warnings: list[str] = []
+    runs = summarise_runs(iter_entries(args.file, warn=warnings.append))
+    for w in warnings:
+        print(f"dream-plugin: warning: {w}", file=sys.stderr)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([{"run": i, **row} for i, run in enumerate(runs, 1) for row in run["rows"]], indent=2))
         return 0
-    print(f"{args.file}: {len(records)} records")
-    print(format_summary(rows))
+    total = sum(r["records"] for r in runs)
+    print(f"{args.file}: {total} records in {len(runs)} run(s)")
+    for i, run in enumerate(runs, 1):
+        print(f"\nrun {i}: {_describe_header(run['header'])}; {run['records']} records")
+        print(format_summary(run["rows"]))
     return 0
 
 

@@ -59,6 +59,7 @@ from .requests import (
     SelectionResult,
 )
 from .seeds import derive_seed
+from .totals import RecentRecords, SelectionTotals
 
 __all__ = ["Selector", "derive_seed"]
 
@@ -91,7 +92,9 @@ class Selector:
         self.strategies: dict[str, StrategyInfo] = collect_strategies(self.pm)
         self._instances: dict[str, Any] = {}
         self._calls: dict[tuple[str, int], int] = {}
-        self.records: list[SelectionRecord] = []
+        self.records: list[SelectionRecord] = RecentRecords()
+        """The latest records (at most 2 * RECENT): every record goes to the observers; totals in ``totals``."""
+        self.totals = SelectionTotals()
         self.distributed_log: list[distributed.DistributedEvent] = []  # one per rank-exchanged selection
         for key, name in (("strategy", self.settings.strategy), ("init.strategy", self.settings.init_strategy)):
             self._info(name, key)
@@ -144,6 +147,21 @@ class Selector:
             if hasattr(inst, "reset"):
                 inst.reset()
         self._calls.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The call counters and every strategy instance's :meth:`state_dict`: with the host's own random
+        states, what a resumed run needs to select exactly as the uninterrupted one would."""
+        return {"calls": dict(self._calls),
+                "strategies": {name: inst.state_dict() for name, inst in self._instances.items()
+                               if callable(getattr(inst, "state_dict", None))}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (strategies are built as needed; records are not part of it)."""
+        self._calls = dict(state["calls"])
+        for name, inst_state in state["strategies"].items():
+            load = getattr(self.strategy(name), "load_state_dict", None)
+            if callable(load):
+                load(inst_state)
 
     # -- the host's calls -------------------------------------------------------------------------
     def select(
@@ -233,7 +251,7 @@ class Selector:
             kmeans_iterations=None, inertia=None, duplicates_resolved=0, embed_seconds=0.0,
             cluster_seconds=0.0, embed_source="none", answered_by=answered_by, note=note,
         )
-        self.records.append(record)
+        self._keep(record)
         self._notify(record)
         return record
 
@@ -315,11 +333,16 @@ class Selector:
             cluster_seconds=result.cluster_seconds, embed_source=request.embed_source,
             answered_by=answer.answered_by,
         )
-        self.records.append(record)
+        self._keep(record)
         logger.debug("%s picks of class %d (call %d, n=%d of %d) answered by %s in %.4f s", request.kind,
                      request.class_id, call.call_index, request.n, request.pool_size, answer.answered_by, answer.seconds)
         self._notify(record)
         return answer.positions
+
+    def _keep(self, record: SelectionRecord) -> None:
+        """Count the record and keep it among the recent ones (memory stays flat over a long run)."""
+        self.totals.add(record)
+        self.records.append(record)
 
     # -- helpers of the answering path ------------------------------------------------------------
     def _hook_name(self, kind: str) -> str:

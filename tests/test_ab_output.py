@@ -67,7 +67,7 @@ def test_force_replaces_the_earlier_run_without_mixing(tmp_path):
     (tmp_path / "synthetic_kcenter.png").write_bytes(b"old")  # an arm the new run does not have
     (tmp_path / "notes.txt").write_text("mine")  # not a run file: left alone
     results = run_ab(build_config(TINY), out=tmp_path, log=None, force=True)
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name != ".dream-ab.lock")
     assert names == ["curves.png", "notes.txt", "results.json", "synthetic_random.png"]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert "old" not in saved and saved["files"] == results["files"]

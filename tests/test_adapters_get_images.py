@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -313,9 +315,10 @@ def test_wrong_types_and_sizes():
     adapter = GetImagesAdapter(lambda c, n: None, images, ic, net=EmbedConvNet(), selector=make_selector("dream"))
     with pytest.raises(TypeError, match="n must be an int"):
         adapter(0, 2.5)
-    with pytest.raises(ValueError, match="exceeds the 24 images"):
-        adapter.match(0, 25)
-    with pytest.raises(IndexError, match="class 5"):
+    with pytest.warns(RuntimeWarning, match=r"get_images\(0, 25\): n exceeds the 24 images of class 0; the whole "
+                                            r"class pool is returned, as the host sampler does"):
+        assert adapter.match(0, 25).shape[0] == 24  # as the host's permutation(...)[:n] does
+    with pytest.raises(IndexError, match="class 5 is out of range"):
         adapter.match(5, 2)
 
 
@@ -355,3 +358,65 @@ def test_mtt_init_dream_uses_a_fresh_features_net():
     line = lambda **kw: wrap_mtt_get_images(**kw, selector=make_selector("dream"))  # noqa: E731
     with pytest.raises(NoNetworkError, match="net_factory"):
         run_mtt_like_init(line)
+
+
+def _dc_host(images, ic):
+    """The DC/DSA/DM hosts' own get_images, unchanged."""
+    def get_images(c, n):
+        return images[np.random.permutation(ic[c])[:n]]
+
+    return get_images
+
+
+@pytest.mark.parametrize("strategy", ["random", "dream"])
+def test_every_arm_gives_the_same_answer_to_a_host_bug(strategy):
+    images, labels = clustered_images(3, 24)
+    ic = class_index_lists(labels, 3)
+    sel = make_selector(strategy)
+    adapter = GetImagesAdapter(_dc_host(images, ic), images, ic, net=EmbedConvNet(), selector=sel)
+    # n above the pool: the host returns the whole pool, so every arm does (the dream arm with a warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert adapter.match(1, 30).shape[0] == 24
+    assert sel.records[-1].n == 30
+    # a negative or too large class id: one message in every arm, before anything is drawn
+    for c in (-1, 3):
+        with pytest.raises(IndexError) as info:
+            adapter.match(c, 2)
+        assert str(info.value).startswith(f"get_images({c}, 2): class {c} is out of range; the host sampler has "
+                                          "classes 0..2 (indices_class)")
+    assert "a negative id would silently read class 2" in str(pytest.raises(IndexError, adapter.match, -1, 2).value)
+
+
+@pytest.mark.parametrize("answer, message", [
+    (lambda images: images[:3], "the host sampler's get_images(0, 5) returned 3 images (shape (3, "),
+    (lambda images: images[:3], "); expected 5"),
+    (lambda images: None, "the host sampler's get_images(0, 5) returned NoneType, not a tensor of images"),
+    (lambda images: [images[0]], "the host sampler's get_images(0, 5) returned list, not a tensor of images"),
+])
+def test_an_unusable_host_answer_is_refused_naming_the_host_sampler(answer, message):
+    from dream_plugin.adapters.host_answer import HostSamplerError
+
+    images, labels = clustered_images(3, 24)
+    ic = class_index_lists(labels, 3)
+    sel = make_selector("random")
+    adapter = GetImagesAdapter(lambda c, n: answer(images), images, ic, selector=sel)
+    with pytest.raises(HostSamplerError) as info:
+        adapter.match(0, 5)
+    assert message in str(info.value) and str(info.value).count("\n") == 0
+    assert sel.records[-1].note == f"unusable answer: {str(info.value)}"
+
+
+def test_the_random_arm_stays_byte_identical_to_the_unmodified_host():
+    images, labels = clustered_images(3, 24)
+    ic = class_index_lists(labels, 3)
+    host = _dc_host(images, ic)
+    adapter = GetImagesAdapter(host, images, ic, selector=make_selector("random"))
+    calls = [(0, 5), (1, 24), (2, 30), (1, 1)]  # n above the pool included: the host returns the whole pool
+    np.random.seed(7)
+    expected = [host(c, n) for c, n in calls]
+    after_host = np.random.get_state()[1].copy()
+    np.random.seed(7)
+    got = [adapter.match(c, n) for c, n in calls]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert np.array_equal(np.random.get_state()[1], after_host)  # the host's generator advanced exactly as alone

@@ -112,6 +112,17 @@ def test_bad_env_values_are_errors():
         apply_env(Settings(), {"DREAM_PLUGIN_DISABLE_AUTOLOAD": "maybe"})
 
 
+def test_env_strategy_set_but_empty_is_an_error():
+    # DREAM_STRATEGY=$ARM with ARM unset would else turn a random arm into the configured (DREAM) one
+    for value in ("", "  "):
+        with pytest.raises(ConfigError, match=r"^DREAM_STRATEGY is set but empty; set it to a strategy name "
+                                              r"\(e.g. DREAM_STRATEGY=random or DREAM_STRATEGY=dream\) or unset it"):
+            apply_env(Settings(), {"DREAM_STRATEGY": value})
+    with pytest.raises(ConfigError, match=r"^DREAM_INIT_STRATEGY is set but empty"):
+        apply_env(Settings(), {"DREAM_INIT_STRATEGY": ""})
+    assert apply_env(Settings(strategy="dream"), {}).strategy == "dream"  # unset: the configured strategy
+
+
 def test_overrides_merge_deeply(tmp_path):
     p = write(tmp_path, "options: {dream: {interval: 5}}\n")
     s = load_settings(p, overrides={"options": {"dream": {"subsample": 2}}}, environ={})

@@ -38,7 +38,9 @@ def test_records_file_round_trip(tmp_path):
         writer.selection_done(record=r)
     writer.close()
     assert read_records(path) == written
-    assert all(json.loads(line)["kind"] for line in path.read_text().splitlines())
+    first, *lines = path.read_text().splitlines()
+    assert set(json.loads(first)["header"]) == {"started", "host", "command", "pid", "rank"}
+    assert all(json.loads(line)["kind"] for line in lines)
 
 
 def test_read_records_names_the_bad_line(tmp_path):

@@ -211,3 +211,30 @@ def test_unwritable_out_is_one_line(capsys, unwritable_dir):
     target = unwritable_dir
     err = _one_line_error(["precompute", "--synthetic", "2,10,3", "--k", "2", "--out", f"{target}/p.pt"], capsys)
     assert f"--out: '{target}/p.pt' is not writable: the folder '{target}' refuses new files" in err
+
+
+def test_ctrl_c_says_in_one_line_that_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    import dream_plugin.precompute.cli as pcli
+
+    real = pcli.synthetic_features
+
+    def interrupted_at_class_2(c, per, dim, seed):
+        features_of, sizes = real(c, per, dim, seed=seed)
+
+        def features(k):
+            if k == 2:
+                raise KeyboardInterrupt  # what Ctrl-C raises in the middle of the work
+            return features_of(k)
+
+        return features, sizes
+
+    out = tmp_path / "p.pt"
+    argv = ["precompute", "--synthetic", "4,30,5", "--k", "3", "--out", str(out), "--no-progress"]
+    monkeypatch.setattr(pcli, "synthetic_features", interrupted_at_class_2)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err == (f"dream-plugin: interrupted: the classes finished so far are kept in {str(partial_dir(out))!r}; "
+                   "rerun the same command to resume from them\n")
+    monkeypatch.setattr(pcli, "synthetic_features", real)
+    assert main(argv) == 0
+    assert "computed 2 classes, reused 2 from an interrupted run" in capsys.readouterr().out

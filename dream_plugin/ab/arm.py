@@ -25,23 +25,38 @@ from ..mosaic import mosaic
 from ..requests import SelectionRecord
 from ..selector import Selector, derive_seed
 from .aggregate import _share
+from .cache import EvalCache, NetworkCache, dataset_digest, eval_key, trajectory_key
 from .config import AbConfig
 from .evaluate import accuracy, evaluate_synset
 from .loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
-from .cache import EvalCache, NetworkCache, dataset_digest, eval_key, trajectory_key
+from .runstate import RunStore, idc_network_state, random_states, restore_idc_network, set_random_states
+from .validity import NonFiniteError
 
 OBSERVER_NAME = "dream_plugin.ab.observer"
 
 
 class SelectionObserver:
-    """A ``selection_done`` plugin that keeps every :class:`SelectionRecord` of one run."""
+    """A ``selection_done`` plugin that sums the :class:`SelectionRecord` of one run (memory stays flat)."""
 
     def __init__(self) -> None:
-        self.records: list[SelectionRecord] = []
+        self.select_seconds = 0.0
+        self.init_select_seconds = 0.0
+        self.selections = 0
+        self.reclusterings = 0
 
     @hookimpl
     def selection_done(self, record: SelectionRecord) -> None:
-        self.records.append(record)
+        self.select_seconds += record.seconds
+        if record.kind == "init":
+            self.init_select_seconds += record.seconds
+        self.selections += 1
+        self.reclusterings += int(bool(record.reclustered))
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
 
 
 @dataclass
@@ -112,8 +127,13 @@ def run_arm(
     adapter_class: type | None = None,
     tensors: dict[str, Any] | None = None,
     position: int = 0,
+    store: RunStore | None = None,
 ) -> RunResult:
-    """Distil with one arm and one seed; evaluate at ``cfg.eval_iterations``."""
+    """Distil with one arm and one seed; evaluate at ``cfg.eval_iterations``.
+
+    With ``store`` the run saves its state at every evaluation point and its result at the end, and
+    continues from a state saved there by an interrupted run (see :mod:`~dream_plugin.ab.runstate`).
+    """
     adapter_class = adapter_class or default_adapter_class()
     t = tensors or _device_tensors(data, device)
     result = RunResult(arm=arm, seed=seed)
@@ -149,14 +169,30 @@ def run_arm(
                       train_x=t["images_all"], train_y=t["train_y"], on_live=on_live,
                       new_round=lambda: restart_interval(selector), pixel_range=pixel_range(data, device),
                       network_cache=network_cache)
-    syn, labels = _initial_synset(cfg, data, ctx, seed, device)
+    saved = store.load_state() if store is not None else None
+    if saved is None:
+        syn, labels = _initial_synset(cfg, data, ctx, seed, device)
+    else:
+        syn, labels = _restore(saved, ctx, result, selector, observer, device)
+        start -= saved["elapsed"]
+        bar.update(saved["iteration"])
+    if store is not None:
+        def on_checkpoint(it: int, x: torch.Tensor, opt_img: torch.optim.Optimizer) -> None:
+            store.save_state(_capture(it, x, opt_img, ctx, result, selector, observer,
+                                      time.perf_counter() - start))
+
+        ctx.on_checkpoint = on_checkpoint
     try:
         final = distill(syn, labels, ctx)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{arm} arm, seed {seed}: {exc}") from None
     finally:
         bar.close()
         selector.pm.unregister(observer)
     result.wall_seconds = time.perf_counter() - start
-    _record_run(result, ctx, observer.records, final)
+    _record_run(result, ctx, observer, final)
+    if store is not None:
+        store.save_result(result)
     return result
 
 
@@ -170,6 +206,34 @@ def _caches(cfg: AbConfig, t: dict[str, Any], seed: int, device: torch.device) -
     if cfg.method != "idc" or cfg.model.norm == "batchnorm":
         return None, evals
     return NetworkCache(cfg.cache, trajectory_key(cfg, dataset, seed, device)), evals
+
+
+def _capture(it: int, syn: torch.Tensor, opt_img: torch.optim.Optimizer, ctx: LoopContext, result: RunResult,
+             selector: Selector, observer: SelectionObserver, elapsed: float) -> dict[str, Any]:
+    """Everything the run after evaluation point ``it`` depends on (see :mod:`~dream_plugin.ab.runstate`)."""
+    return {
+        "iteration": it, "syn": syn.detach().cpu().clone(), "opt_img": opt_img.state_dict(),
+        "random": random_states(), "selector": selector.state_dict(), "observer": observer.state_dict(),
+        "idc_network": idc_network_state(ctx, it) if ctx.cfg.method == "idc" else None,
+        "losses": list(ctx.losses), "sample_seconds": ctx.sample_seconds, "eval_seconds": ctx.eval_seconds,
+        "curve": list(result.curve), "live": list(result.live), "elapsed": elapsed,
+    }
+
+
+def _restore(saved: dict[str, Any], ctx: LoopContext, result: RunResult, selector: Selector,
+             observer: SelectionObserver, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put a run back where :func:`_capture` saved it; returns (synthetic set, labels)."""
+    cfg = ctx.cfg
+    selector.load_state_dict(saved["selector"])
+    observer.load_state_dict(saved["observer"])
+    restore_idc_network(ctx, saved["idc_network"])
+    ctx.losses = list(saved["losses"])
+    ctx.sample_seconds, ctx.eval_seconds = saved["sample_seconds"], saved["eval_seconds"]
+    ctx.resume = {"iteration": saved["iteration"], "opt_img": saved["opt_img"]}
+    result.curve, result.live = list(saved["curve"]), list(saved["live"])
+    set_random_states(saved["random"])  # last: nothing above may draw from them
+    labels = torch.arange(ctx.num_classes, device=device).repeat_interleave(cfg.ipc)
+    return saved["syn"].to(device), labels
 
 
 def _observed_selector(cfg: AbConfig, arm: str, seed: int) -> tuple[Selector, SelectionObserver]:
@@ -190,8 +254,24 @@ def _host_adapter(adapter_class: type, t: dict[str, Any], live: LiveNet, selecto
                          net=lambda: live.net, net_factory=net_factory, selector=selector)
 
 
+class _NoBar:
+    """What a run without a progress bar updates: nothing. (A disabled tqdm bar would still run a
+    destructor at the end of each run, where a Ctrl-C is dropped by the interpreter.)"""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress_bar(cfg: AbConfig, arm: str, seed: int, position: int) -> Any:
-    """The run's tqdm bar over ``cfg.iterations`` (disabled unless ``cfg.progress``)."""
+    """The run's tqdm bar over ``cfg.iterations`` (none unless ``cfg.progress``)."""
+    if not cfg.progress:
+        return _NoBar()
     from tqdm.auto import tqdm
 
     return tqdm(total=cfg.iterations, desc=f"{arm} (seed {seed})", leave=False, disable=not cfg.progress,
@@ -214,15 +294,15 @@ def _initial_synset(cfg: AbConfig, data: ImageDataset, ctx: LoopContext, seed: i
     return syn, labels
 
 
-def _record_run(result: RunResult, ctx: LoopContext, records: list[SelectionRecord], final: torch.Tensor) -> None:
+def _record_run(result: RunResult, ctx: LoopContext, observer: SelectionObserver, final: torch.Tensor) -> None:
     """Copy the loop's timings and losses, the selection totals and the final synthetic set into ``result``."""
     result.eval_seconds = ctx.eval_seconds
     result.sample_seconds = ctx.sample_seconds
     result.losses = ctx.losses
-    result.select_seconds = float(sum(r.seconds for r in records))
-    result.init_select_seconds = float(sum(r.seconds for r in records if r.kind == "init"))
-    result.selections = len(records)
-    result.reclusterings = sum(1 for r in records if r.reclustered)
+    result.select_seconds = float(observer.select_seconds)
+    result.init_select_seconds = float(observer.init_select_seconds)
+    result.selections = observer.selections
+    result.reclusterings = observer.reclusterings
     result.synthetic = final.cpu()
 
 

@@ -23,7 +23,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--ipc", "ipc", {"type": int, "help": "synthetic images per class"}),
     ("--iterations", "iterations", {"type": int, "help": "distillation iterations"}),
     ("--eval-points", "eval_points", {"type": int, "help": "evenly spaced evaluations from 0 to iterations"}),
-    ("--eval-at", "eval_at", {"type": int, "nargs": "+", "metavar": "IT", "help": "explicit evaluation iterations"}),
+    ("--eval-at", "eval_at", {"type": int, "nargs": "+", "metavar": "IT", "help": "explicit evaluation iterations (the last iteration is always added)"}),
     ("--batch-real", "batch_real", {"type": int, "help": "real images per class per matching step"}),
     ("--lr-img", "lr_img", {"type": float, "help": "synthetic-image learning rate (default: 1.0 dm, 0.1 dc)"}),
     ("--momentum-img", "momentum_img", {"type": float, "help": "synthetic-image SGD momentum"}),
@@ -45,12 +45,18 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--n-data", "idc.n_data", {"type": int, "help": "idc: real samples the network trains on after each inner step"}),
     ("--pretrain", "idc.pretrain", {"type": int, "help": "idc: real samples each fresh network trains on first"}),
     ("--batch-net", "idc.batch_net", {"type": int, "help": "idc: batch size of the network updates"}),
+    ("--idc-lr-net", "idc.lr_net", {"type": float, "help": "idc: matching network learning rate"}),
+    ("--idc-momentum-net", "idc.momentum_net", {"type": float, "help": "idc: matching network SGD momentum"}),
+    ("--idc-weight-decay-net", "idc.weight_decay_net", {"type": float,
+                                                        "help": "idc: matching network weight decay"}),
     ("--metric", "idc.metric", {"choices": GRADIENT_METRICS,
                                  "help": "idc: per-layer gradient distance (l1, mse: IDC's; dc: DC/DSA's 1 - cosine)"}),
     ("--batch-syn-max", "idc.batch_syn_max", {"type": int, "help": "idc: decoded synthetic images per class and step"}),
     ("--eval-nets", "eval.nets", {"type": int, "help": "fresh networks trained per evaluation"}),
     ("--eval-epochs", "eval.epochs", {"type": int, "help": "epochs per evaluation network"}),
     ("--eval-lr", "eval.lr", {"type": float, "help": "evaluation learning rate (x0.1 halfway)"}),
+    ("--eval-momentum", "eval.momentum", {"type": float, "help": "evaluation SGD momentum"}),
+    ("--eval-weight-decay", "eval.weight_decay", {"type": float, "help": "evaluation weight decay"}),
     ("--eval-batch", "eval.batch", {"type": int, "help": "evaluation batch size"}),
     ("--eval-augment", "eval.augment", {"action": argparse.BooleanOptionalAction,
                                         "help": "augment evaluation training (default: follows --dsa)"}),
@@ -89,6 +95,9 @@ def add_ab_parser(sub: Any) -> argparse.ArgumentParser:
                    help="time one inner step and one evaluation epoch, print the estimated cost of the run and stop")
     p.add_argument("--quick", action="store_true", help="small preset: about a minute on 2 CPU cores")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run saved in DIR (its --out): finished "
+                   "runs are kept, the others continue from their last evaluation point; options given with it "
+                   "must not change the run's numbers")
     p.add_argument("--force", action="store_true",
                    help="replace an earlier run's results.json and plots in --out (never mixed with the new ones)")
     for flag, key, kwargs in FLAGS:
@@ -128,11 +137,20 @@ def cmd_ab(args: argparse.Namespace) -> int:
                            validate=False) if resolved else None
         print(defaults_yaml(cfg, args.preset), end="")
         return 0
-    cfg = build_config(file_data, flags_to_overrides(args), quick=args.quick, preset=args.preset)
+    if args.resume:
+        from .resume import resume_config
+
+        if args.force:
+            raise ConfigError("--resume continues the run in its folder and --force starts over there; give one")
+        if args.dry_run:
+            raise ConfigError("--resume continues a run and --dry-run only estimates one; give one")
+        cfg = resume_config(args.resume, file_data, flags_to_overrides(args), quick=args.quick)
+    else:
+        cfg = build_config(file_data, flags_to_overrides(args), quick=args.quick, preset=args.preset)
     from .runner import run_ab
 
     try:
-        run_ab(cfg, force=args.force, log=print, dry_run=args.dry_run)
+        run_ab(cfg, force=args.force, log=print, out=args.resume, resume=bool(args.resume), dry_run=args.dry_run)
     except ModuleNotFoundError as exc:
         if "adapters" in str(exc):
             raise ConfigError(f"the get_images adapter is not available: {exc}") from exc

@@ -121,7 +121,8 @@ class AbConfig:
     eval_points: int = 5
     """Evaluate at this many evenly spaced iterations from 0 to ``iterations`` (both included)."""
     eval_at: tuple[int, ...] | None = None
-    """Explicit evaluation iterations (override ``eval_points``); each in [0, iterations]."""
+    """Explicit evaluation iterations (override ``eval_points``); each in [0, iterations]. The last
+    iteration is always evaluated as well: the final row and the saved synthetic set are that one."""
     batch_real: int = 64
     lr_img: float | None = None
     """Learning rate of the synthetic images; None: 1.0 for dm, 0.1 for dc (the hosts' values), 0.01 for idc."""
@@ -163,8 +164,8 @@ class AbConfig:
 
     @property
     def eval_iterations(self) -> list[int]:
-        if self.eval_at is not None:
-            return sorted(set(self.eval_at))
+        if self.eval_at is not None:  # the last iteration always: the saved set is the one reported as final
+            return sorted(set(self.eval_at) | {self.iterations})
         if self.eval_points == 1:
             return [self.iterations]
         pts = {round(i * self.iterations / (self.eval_points - 1)) for i in range(self.eval_points)}
@@ -207,6 +208,9 @@ class AbConfig:
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> "AbConfig":
         """Cross-field checks; returns self. Raises ConfigError naming the option."""
+        from .validity import check_finite_config
+
+        check_finite_config(self)  # inf passes the "> 0" checks below
         _need(self.method in METHODS, "method (--method)", self.method, "one of " + ", ".join(METHODS))
         if not self.arms:
             raise ConfigError("arms (--arms): at least one arm is needed; known arms: " + ", ".join(ARMS))
@@ -254,8 +258,8 @@ class AbConfig:
         _need(self.eval.epochs >= 1, "eval.epochs (--eval-epochs)", self.eval.epochs, "an integer >= 1")
         _need(self.eval.lr > 0, "eval.lr (--eval-lr)", self.eval.lr, "a number > 0")
         _need(self.eval.batch >= 1, "eval.batch (--eval-batch)", self.eval.batch, "an integer >= 1")
-        _need(self.eval.weight_decay >= 0, "eval.weight_decay", self.eval.weight_decay, "a number >= 0")
-        _need(0 <= self.eval.momentum < 1, "eval.momentum", self.eval.momentum, "a number in [0, 1)")
+        _need(self.eval.weight_decay >= 0, "eval.weight_decay (--eval-weight-decay)", self.eval.weight_decay, "a number >= 0")
+        _need(0 <= self.eval.momentum < 1, "eval.momentum (--eval-momentum)", self.eval.momentum, "a number in [0, 1)")
         if self.cache is not None:
             _need(isinstance(self.cache, str) and self.cache.strip() != "", "cache (--cache)", self.cache,
                   "a folder path, or null for no cache")
@@ -277,9 +281,9 @@ class AbConfig:
         _need(i.n_data >= 0, "idc.n_data (--n-data)", i.n_data, "an integer >= 0 (0: the network is never trained)")
         _need(i.pretrain >= 0, "idc.pretrain (--pretrain)", i.pretrain, "an integer >= 0")
         _need(i.batch_net >= 1, "idc.batch_net (--batch-net)", i.batch_net, "an integer >= 1")
-        _need(i.lr_net > 0, "idc.lr_net", i.lr_net, "a number > 0")
-        _need(0 <= i.momentum_net < 1, "idc.momentum_net", i.momentum_net, "a number in [0, 1)")
-        _need(i.weight_decay_net >= 0, "idc.weight_decay_net", i.weight_decay_net, "a number >= 0")
+        _need(i.lr_net > 0, "idc.lr_net (--idc-lr-net)", i.lr_net, "a number > 0")
+        _need(0 <= i.momentum_net < 1, "idc.momentum_net (--idc-momentum-net)", i.momentum_net, "a number in [0, 1)")
+        _need(i.weight_decay_net >= 0, "idc.weight_decay_net (--idc-weight-decay-net)", i.weight_decay_net, "a number >= 0")
         _need(i.metric in GRADIENT_METRICS, "idc.metric (--metric)", i.metric, "one of " + ", ".join(GRADIENT_METRICS))
         _need(i.batch_syn_max >= 1, "idc.batch_syn_max (--batch-syn-max)", i.batch_syn_max, "an integer >= 1")
 
@@ -387,6 +391,9 @@ def build_config(
             data = _deep_merge(data, QUICK_BY_METHOD.get(method, {}))
     if flags:
         data = _deep_merge(data, flags)
+    from .validity import check_method_options
+
+    check_method_options(data.get("method", AbConfig.method), file_data, flags, AbConfig())
     cfg = build_dataclass(AbConfig, data)
     return cfg.validate() if validate else cfg
 

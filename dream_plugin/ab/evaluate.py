@@ -16,6 +16,7 @@ from torch import nn
 from ..selector import derive_seed
 from .augment import augment
 from .config import AbConfig
+from .validity import check_finite
 
 
 def train_and_test(
@@ -45,8 +46,12 @@ def train_and_test(
             if use_aug:
                 xb = augment(xb, cfg.dsa_strategy, int(torch.randint(0, 2**62, (), generator=g)))
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(xb), y[idx]).backward()
+            loss = F.cross_entropy(net(xb), y[idx])
+            loss.backward()
             opt.step()
+        # once per epoch (a sync on GPU): a diverged evaluation network would else report chance accuracy
+        check_finite(float(loss.detach()), f"evaluation network's training loss in epoch {ep + 1}",
+                     f"eval.lr (--eval-lr, now {e.lr:g})")
     return accuracy(net, test_x, test_y)
 
 

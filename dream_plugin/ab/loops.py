@@ -35,6 +35,7 @@ from .augment import augment
 from .config import AbConfig
 from .distances import match_loss
 from .idc import decode_synset, idc_round
+from .validity import check_finite
 
 
 class Sampler(Protocol):
@@ -92,6 +93,10 @@ class LoopContext:
     """Per-channel (low, high) of valid normalised pixels; the idc loop clamps the synthetic set to it."""
     network_cache: Any = None
     """A :class:`~dream_plugin.ab.cache.NetworkCache` of the idc matching network's trajectory, or None."""
+    resume: dict[str, Any] | None = None
+    """Continue a saved run: ``{"iteration": it, "opt_img": state}`` (``it`` was evaluated already)."""
+    on_checkpoint: Callable[[int, torch.Tensor, torch.optim.Optimizer], None] | None = None
+    """Called after each evaluation before the last with (iteration, synthetic set, its optimiser)."""
     state: dict[str, Any] = field(default_factory=dict)
     sample_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -117,17 +122,28 @@ def distill(syn: torch.Tensor, labels: torch.Tensor, ctx: LoopContext) -> torch.
     opt_img = torch.optim.SGD([syn], lr=cfg.image_lr, momentum=cfg.momentum_img)
     step = {"dm": _dm_step, "dc": _dc_step, "idc": idc_round}[cfg.method]
     evals = set(cfg.eval_iterations)
-    for it in range(cfg.iterations + 1):
-        if it in evals:
+    start_it = 0
+    if ctx.resume is not None:
+        start_it = int(ctx.resume["iteration"])
+        opt_img.load_state_dict(ctx.resume["opt_img"])
+    for it in range(start_it, cfg.iterations + 1):
+        if it in evals and not (ctx.resume is not None and it == start_it):
             start = time.perf_counter()
             x, y = syn.detach().clone(), labels
+            if not bool(torch.isfinite(x).all()):
+                check_finite(float("nan"), f"synthetic set at iteration {it} (it holds NaN or infinite pixels)",
+                             f"lr_img (--lr-img, now {cfg.image_lr:g})")
             if cfg.method == "idc":  # evaluate on the decoded (multi-formation) training set
                 x, y = decode_synset(x, labels, cfg.idc.factor)
             ctx.on_eval(it, x, y)
             ctx.eval_seconds += time.perf_counter() - start
+            if ctx.on_checkpoint is not None and it < cfg.iterations:
+                ctx.on_checkpoint(it, syn, opt_img)
         if it == cfg.iterations:
             break
-        ctx.losses.append(step(it, syn, labels, opt_img, ctx))
+        loss = step(it, syn, labels, opt_img, ctx)
+        ctx.losses.append(check_finite(loss, f"matching loss at iteration {it}",
+                                       f"lr_img (--lr-img, now {cfg.image_lr:g})"))
         if ctx.progress is not None:
             ctx.progress.update(1)
     return syn.detach()

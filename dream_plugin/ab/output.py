@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,10 @@ RUN_FILES = (RESULTS, "curves.png")
 
 class OutputError(RuntimeError):
     """Writing the run's outputs failed after the numbers were saved; the message says where they are."""
+
+
+class RunInterrupted(Exception):
+    """The run was interrupted (Ctrl-C); the message says what was saved and how to continue."""
 
 
 def earlier_run_files(out_dir: Path) -> list[Path]:
@@ -42,6 +47,9 @@ def prepare_out_dir(out: str | os.PathLike[str], *, force: bool = False) -> Path
     Raises :class:`~dream_plugin.config.ConfigError` naming ``out (--out)`` and the problem.
     """
     out_dir = check_writable_folder(out, "out (--out)")
+    if (out_dir / "resume").is_dir() and not force:
+        raise ConfigError(f"out (--out): {str(out_dir)!r} holds an interrupted run; continue it with "
+                          f"dream-plugin ab --resume {str(out_dir)!r}, or pass --force to start over")
     earlier = earlier_run_files(out_dir)
     if earlier and not force:
         names = ", ".join(p.name for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
@@ -50,9 +58,22 @@ def prepare_out_dir(out: str | os.PathLike[str], *, force: bool = False) -> Path
     return out_dir
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: strict JSON parsers reject ``NaN``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_json_atomic(data: Any, path: Path) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
-    text = json.dumps(data, indent=2) + "\n"  # serialised first: a value JSON cannot hold fails before any write
+    """Write strict JSON (no NaN/Infinity: see :func:`strict_json`) to ``path`` through a temporary file
+    in the same folder and a rename."""
+    # serialised first: a value JSON cannot hold fails before any write
+    text = json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

@@ -6,23 +6,31 @@ spawned worker processes, aggregates them, prints the table and writes results.j
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from ..data import ImageDataset, load_dataset
 from ..extras import require
+from ..paths import check_writable_folder
 from .aggregate import _speedup, aggregate  # noqa: F401 - _speedup re-exported
 from .arm import RunResult, _device_tensors, default_adapter_class, run_arm
 from .config import AbConfig, ConfigError
 from .environment import _loadavg, environment
-from .output import prepare_out_dir, write_report
+from . import resume as resume_state
+from .output import RESULTS, RunInterrupted, prepare_out_dir, write_json_atomic, write_report
+from .ownership import OutLock
+from .runstate import RunStore
 
 logger = logging.getLogger("dream_plugin.ab")
 
@@ -62,26 +70,51 @@ def check_sizes(cfg: AbConfig, data: ImageDataset) -> None:
                           f"class {cls} in {data.name}; choose at most {smallest}")
 
 
-def _worker(cfg: AbConfig, arm: str, seed: int, adapter_class: type | None) -> RunResult:
+def _worker(job: tuple[AbConfig, str, int, type | None, Path | None]) -> RunResult:
     """One (arm, seed) run in a worker process: its own data, device and thread setting."""
+    cfg, arm, seed, adapter_class, store_root = job
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    return run_arm(arm, seed, cfg, load_data(cfg), device, adapter_class=adapter_class)
+    store = RunStore(store_root, arm, seed) if store_root is not None else None
+    return run_arm(arm, seed, cfg, load_data(cfg), device, adapter_class=adapter_class, store=store)
 
 
-def _run_parallel(cfg: AbConfig, jobs: list[tuple[str, int]], adapter_class: type | None,
+def _init_worker() -> None:
+    """Ignore Ctrl-C (the main process handles it), and give tqdm a thread lock: its default
+    multiprocessing lock would leak a semaphore when the main process terminates the worker."""
+    import threading
+
+    from tqdm import tqdm
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
+
+
+def _run_parallel(cfg: AbConfig, jobs: list[tuple[str, int]], adapter_class: type | None, store_root: Path | None,
                   done: Callable[[RunResult], None]) -> None:
-    """Run ``jobs`` in ``cfg.jobs`` spawned processes (no progress bars); ``done`` gets each result."""
+    """Run ``jobs`` in ``cfg.jobs`` spawned processes (no progress bars); ``done`` gets each result.
+
+    The workers ignore Ctrl-C from the start: the main process gets it, and on it (or on any error)
+    terminates them at once, so no queued job runs after it and no worker outlives the command.
+    """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     quiet = dataclasses.replace(cfg, progress=False)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(jobs)), mp_context=ctx) as pool:
-        futures = [pool.submit(_worker, quiet, arm, seed, adapter_class) for arm, seed in jobs]
-        for fut in as_completed(futures):
-            done(fut.result())
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the workers as they start
+    try:
+        pool = ctx.Pool(min(cfg.jobs, len(jobs)), initializer=_init_worker)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        for result in pool.imap_unordered(_worker, [(quiet, arm, seed, adapter_class, store_root)
+                                                    for arm, seed in jobs]):
+            done(result)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def run_ab(
@@ -93,27 +126,41 @@ def run_ab(
     log: Callable[[str], None] | None = None,
     force: bool = False,
     dry_run: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run every arm over every seed; write results.json, curves.png and synthetic grids to ``out``.
 
     ``out`` is checked before any work (see :func:`~dream_plugin.ab.output.prepare_out_dir`; ``force``
-    replaces an earlier run there), and results.json is written before the plots. A long run
+    replaces an earlier run there; ``resume`` continues the interrupted run saved there, see
+    :mod:`~dream_plugin.ab.resume`) and locked for the run (:mod:`~dream_plugin.ab.ownership`: a second
+    run into the same folder is refused), and results.json is written before the plots. A long run
     (:func:`~dream_plugin.ab.cost.is_long`) first prints its estimated cost; ``dry_run`` prints it for
     any run and returns ``{"estimate": ...}`` without running or writing anything.
     """
     cfg.validate()
+    lock = None
     if dry_run:
         write = False
+    if resume and not write:
+        raise ValueError("resume=True needs write=True (the saved progress lives in the output folder)")
     if write:
         require("matplotlib", what="dream-plugin ab (its plots)")
-        out = prepare_out_dir(out or cfg.out or f"dream-ab-{time.strftime('%Y%m%d-%H%M%S')}", force=force)
+        out = out or cfg.out or f"dream-ab-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = Path(out) if resume else check_writable_folder(out, "out (--out)")
+        lock = OutLock(out).acquire()  # one owner per folder: a second run is refused here, naming this one
     threads_before = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run_ab(cfg, out=out, adapter_class=adapter_class, write=write, log=log, dry_run=dry_run)
+        if write and not resume:
+            prepare_out_dir(out, force=force)  # under the lock: an earlier run's files are no running run's
+            resume_state.clear(out)  # --force: an earlier interrupted run's progress is not this run's
+        return _run_ab(cfg, out=out, adapter_class=adapter_class, write=write, log=log, dry_run=dry_run,
+                       new_run=write and not resume)
     finally:
         torch.set_num_threads(threads_before)
+        if lock is not None:
+            lock.release()
 
 
 def _run_ab(
@@ -124,6 +171,7 @@ def _run_ab(
     write: bool,
     log: Callable[[str], None] | None,
     dry_run: bool = False,
+    new_run: bool = False,
 ) -> dict[str, Any]:
     from .cost import estimate_cost, is_long
     from .report import format_table
@@ -145,8 +193,17 @@ def _run_ab(
         say(estimate.text())
         if dry_run:
             return {"estimate": dataclasses.asdict(estimate), "total_seconds": estimate.total_seconds}
+    if new_run:  # only once every check passed: a run refused at its start leaves nothing to resume
+        resume_state.save_config(out_dir, cfg)
     start = time.perf_counter()
-    runs = _run_jobs(cfg, data, device, adapter_class, tensors, say)
+    store_root = resume_state.resume_dir(out_dir) if write else None
+    runs: list[RunResult] = []
+    try:
+        _run_jobs(cfg, data, device, adapter_class, tensors, say, store_root, runs)
+    except KeyboardInterrupt:
+        if not write:
+            raise
+        raise _interrupted(cfg, data, env, time.perf_counter() - start, runs, out_dir) from None
     total = time.perf_counter() - start
     env["load_average_at_end"] = _loadavg()
     results = _results(cfg, data, env, total, aggregate(cfg, runs))
@@ -156,34 +213,108 @@ def _run_ab(
     say(table)  # before any file is written: if writing fails, the numbers are still on screen
     if write:
         _write_outputs(results, runs, cfg, data, out_dir)
+        resume_state.clear(out_dir)  # every number is saved: the progress is no longer needed
         say(f"\nwrote {out_dir}/results.json, curves.png, " + ", ".join(f"synthetic_{a}.png" for a in cfg.arms)
             + f" (total {total:.1f} s)")
     return results
 
 
-def _run_jobs(cfg: AbConfig, data: ImageDataset, device: torch.device, adapter_class: type,
-              tensors: dict[str, Any], say: Callable[[str], None]) -> list[RunResult]:
-    """Every (arm, seed) run, in processes when ``cfg.jobs > 1``; logged as each ends, returned in job order."""
-    runs: list[RunResult] = []
-
-    def done(r: RunResult) -> None:
-        say(f"  {r.arm:<11} seed {r.seed}: final acc {np.mean(r.curve[-1]['accs']):.4f} "
-            f"({r.wall_seconds:.1f} s, selection {r.select_seconds:.1f} s)")
-        runs.append(r)
-
-    jobs = [(arm, seed) for seed in cfg.seed_list for arm in cfg.arms]
+def _jobs(cfg: AbConfig) -> list[tuple[str, int]]:
+    """Every (arm, seed) run, in the order they are started."""
     if cfg.cache is not None:
         # arm by arm: jobs that run at the same time then train different seeds' networks, and every later
         # arm of a seed loads the trajectory its first arm saved
-        jobs = [(arm, seed) for arm in cfg.arms for seed in cfg.seed_list]
-    if cfg.jobs > 1 and len(jobs) > 1:
-        _run_parallel(cfg, jobs, adapter_class, done)
+        return [(arm, seed) for arm in cfg.arms for seed in cfg.seed_list]
+    return [(arm, seed) for seed in cfg.seed_list for arm in cfg.arms]
+
+
+def _run_jobs(cfg: AbConfig, data: ImageDataset, device: torch.device, adapter_class: type,
+              tensors: dict[str, Any], say: Callable[[str], None], store_root: Path | None,
+              runs: list[RunResult]) -> None:
+    """Every (arm, seed) run, in processes when ``cfg.jobs > 1``; each is logged and added to ``runs`` as it
+    ends (so an interruption leaves the finished ones there), then ``runs`` is sorted in job order.
+
+    With ``store_root`` each run saves its progress there, and runs finished by an earlier,
+    interrupted invocation are taken from it instead of being run again.
+    """
+    def done(r: RunResult, note: str = "") -> None:
+        say(f"  {r.arm:<11} seed {r.seed}: final acc {np.mean(r.curve[-1]['accs']):.4f} "
+            f"({r.wall_seconds:.1f} s, selection {r.select_seconds:.1f} s){note}")
+        runs.append(r)
+
+    jobs = _jobs(cfg)
+    todo = []
+    for arm, seed in jobs:
+        earlier = RunStore(store_root, arm, seed).load_result(RunResult) if store_root is not None else None
+        if earlier is not None:
+            done(earlier, "; finished before the interruption")
+        else:
+            todo.append((arm, seed))
+    if cfg.jobs > 1 and len(todo) > 1:
+        _run_parallel(cfg, todo, adapter_class, store_root, done)
     else:
-        for arm, seed in jobs:
-            done(run_arm(arm, seed, cfg, data, device, adapter_class=adapter_class, tensors=tensors))
+        with _noted_interrupts() as interrupted:
+            for arm, seed in todo:
+                if interrupted():  # a Ctrl-C that a destructor swallowed between two runs
+                    raise KeyboardInterrupt
+                store = RunStore(store_root, arm, seed) if store_root is not None else None
+                done(run_arm(arm, seed, cfg, data, device, adapter_class=adapter_class, tensors=tensors,
+                             store=store))
+            if interrupted():
+                raise KeyboardInterrupt
     order = {job: i for i, job in enumerate(jobs)}
     runs.sort(key=lambda r: order[(r.arm, r.seed)])
-    return runs
+
+
+@contextlib.contextmanager
+def _noted_interrupts() -> Iterator[Callable[[], bool]]:
+    """Raise KeyboardInterrupt on Ctrl-C as usual, and also remember it: an interrupt that arrives while
+    Python runs a destructor (a progress bar closing at the end of a run) would be printed and dropped
+    by the interpreter, so there it is only remembered, and the caller checks the returned function
+    between runs. Only in the main thread."""
+    seen = {"interrupt": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        seen["interrupt"] = True
+        if frame is not None and frame.f_code.co_name == "__del__":
+            # raised here it would be printed as "Exception ignored" and dropped: ask again, so that it
+            # is raised as soon as the destructor has returned
+            _thread.interrupt_main(signal.SIGINT)
+            return
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: seen["interrupt"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(cfg: AbConfig, data: ImageDataset, env: dict[str, Any], seconds: float, runs: list[RunResult],
+                 out_dir: Path) -> RunInterrupted:
+    """Save the finished runs to results.json, marked incomplete; the one-line message for the user."""
+    jobs = _jobs(cfg)
+    root = resume_state.resume_dir(out_dir)
+    # a worker may have saved a finished run that the main process had not received yet
+    known = {(r.arm, r.seed) for r in runs}
+    for a, s in jobs:
+        earlier = RunStore(root, a, s).load_result(RunResult) if (a, s) not in known else None
+        if earlier is not None:
+            runs.append(earlier)
+    finished = {(r.arm, r.seed) for r in runs}
+    unfinished = [{"arm": a, "seed": s, "resume_from_iteration": RunStore(root, a, s).resume_point()}
+                  for a, s in jobs if (a, s) not in finished]
+    results = {**_results(cfg, data, env, seconds, {}), "incomplete": True,
+               "resume": f"dream-plugin ab --resume {out_dir}",
+               "finished_runs": [r.as_dict() for r in sorted(runs, key=lambda r: jobs.index((r.arm, r.seed)))],
+               "unfinished_runs": unfinished}
+    write_json_atomic(results, out_dir / RESULTS)
+    return RunInterrupted(f"interrupted: {len(runs)} of {len(jobs)} runs finished, saved in "
+                          f"{str(out_dir / RESULTS)!r} (marked incomplete); continue with: "
+                          f"dream-plugin ab --resume {out_dir}")
 
 
 def _results(cfg: AbConfig, data: ImageDataset, env: dict[str, Any], total: float,

@@ -9,12 +9,16 @@ from the hosts' documented contracts (docs/hosts/*.md); no host code is copied h
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
-__all__ = ["Note", "Recipe", "RECIPES", "BEGIN", "END"]
+__all__ = ["Note", "Recipe", "RECIPES", "BEGIN", "END", "WRAPPERS", "line_key", "recipes_for"]
 
 BEGIN = "# dream-plugin integrate: begin"
 END = "# dream-plugin integrate: end"
+WRAPPERS = ("wrap_get_images", "wrap_mtt_get_images", "wrap_class_loader", "GetImagesAdapter", "ClassLoaderAdapter")
+"""The adapter entry points: a file assigning its sampler from one of them is integrated already (by hand)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,9 @@ class Note:
     pattern: str
     message: str
     unless: str = ""
-    """A regex that, found anywhere in the file, means the issue is dealt with (no warning)."""
+    """A regex that, found in the file's code (comments aside), means the issue is dealt with (no warning)."""
+    module: str = ""
+    """For a missing-import note: the module; once it is importable here the note is dealt with."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,9 @@ class Recipe:
     """``(old, new, count)``: exact call-site text replaced, and how often the host has it."""
     replace_region: tuple[str, str, tuple[str, ...]] | None = None
     """``(first line regex, last line regex, new lines)``: a region replaced (official DREAM matching)."""
+    region_known: tuple[str, ...] = ()
+    """The replaced region's known text, as :func:`line_key` of each non-blank line (no host text is
+    stored): the region is replaced only when its lines are exactly these."""
     notes: tuple[Note, ...] = ()
     doc: str = ""
     """The host's page in docs/hosts/."""
@@ -66,15 +75,16 @@ _GET_IMAGES_DEF = r"^\s*def get_images\(c, n\):"
 
 _MTT_NOTES = (
     Note("distill.py", r"^import wandb", "imports wandb: install it, and run offline with WANDB_MODE=disabled "
-         "(WANDB_MODE=offline crashes at the first save: wandb.run.name is None)"),
-    Note("utils.py", r"^import kornia", "imports kornia (ZCA whitening): install it, or remove the import when not using --zca"),
+         "(WANDB_MODE=offline crashes at the first save: wandb.run.name is None)", module="wandb"),
+    Note("utils.py", r"^import kornia", "imports kornia (ZCA whitening): install it, or remove the import when not using --zca",
+         module="kornia"),
     Note("distill.py", r"image_syn\.cuda\(\)", "hard-coded CUDA when saving the images: use `.to(args.device)` to run on CPU"),
     Note("buffer.py", r"p\.detach\(\)\.cpu\(\) for p in(?!.*clone)",
          "on CPU `.cpu()` returns the live tensor, so every expert snapshot aliases the current weights: the trajectory "
          "is constant and distill.py's loss is inf; add `.clone()` to the snapshot"),
     Note("utils.py", r"exit\('unknown dataset",
          "get_dataset has no MNIST branch (CIFAR10, Tiny, ImageNet, CIFAR100 only): `--dataset MNIST` exits here",
-         unless=r"dataset == 'MNIST'"),
+         unless=r"dataset == ['\"]MNIST['\"]:\s*\n\s*channel\s*="),  # a branch that sets up MNIST, not get_daparam's test
     Note("networks.py", r"out = out\.view\(out\.size\(0\), -1\)",
          "torch 2: `.view` on a non-contiguous (DSA-augmented) batch fails; change it to `.reshape`"),
     Note("utils.py", r"(\w+)\[:\] = \1\[0\](?!\.clone)",
@@ -88,8 +98,10 @@ _IDC_NOTES = (
     Note("misc/utils.py", r"np\.int\(", "`np.int` was removed in NumPy 1.24; CutMix (on by default) hits it: use `int(...)`"),
     Note("models/convnet.py", r"\.view\(x\.(size\(0\)|shape\[0\]), -1\)",
          "torch 2: `.view` on a non-contiguous augmented batch fails; change it to `.reshape`"),
-    Note("train.py", r"^from efficientnet_pytorch import", "imports efficientnet_pytorch: install it, or guard the import"),
-    Note("test.py", r"^from efficientnet_pytorch import", "imports efficientnet_pytorch: install it, or guard the import"),
+    Note("train.py", r"^from efficientnet_pytorch import", "imports efficientnet_pytorch: install it, or guard the import",
+         module="efficientnet_pytorch"),
+    Note("test.py", r"^from efficientnet_pytorch import", "imports efficientnet_pytorch: install it, or guard the import",
+         module="efficientnet_pytorch"),
     Note("data.py", r"warnings\.filterwarnings\(\"ignore\"\)",
          "silences every warning of the run, the adapter's too (e.g. the one about normalize=)"),
 )
@@ -97,7 +109,8 @@ _IDC_NOTES = (
 _DREAM_NOTES = _IDC_NOTES + (
     Note("new_strategy.py", r"device='cuda'", "hard-coded CUDA in the host's own k-means picker (unused once integrated)"),
     Note("new_strategy.py", r"^from fast_pytorch_kmeans import",
-         "imported at start-up even when integrated: install dream-plugin's [fast-kmeans] extra (fast-pytorch-kmeans)"),
+         "imported at start-up even when integrated: install dream-plugin's [fast-kmeans] extra (fast-pytorch-kmeans)",
+         module="fast_pytorch_kmeans"),
 )
 
 RECIPES: tuple[Recipe, ...] = (
@@ -192,9 +205,18 @@ RECIPES: tuple[Recipe, ...] = (
             r"^\s*lab = torch\.tensor\(\[np\.ones\(img\.size\(0\)\)\*c\]",
             ("img, lab = loader_real.class_sample(c)  # the configured strategy picks the real batch",),
         ),
+        # the 13 lines of upstream 595e3c1 (8 not blank): the interval test, the host's k-means picker, the
+        # indexing of the kept class tensor, and the labels rebuilt from c
+        region_known=("c24ec26a45f9f411", "7f6ef30dba269643", "2418a60f1d9bc2ca", "9021ffbb12231274",
+                      "eab9aa513bd2c898", "6f58654a6f83e1ca", "dbe5bfc4cbcad19d", "c6961a9dd83c5e77"),
         notes=_DREAM_NOTES, doc="docs/hosts/dream-official.md",
     ),
 )
+
+
+def line_key(line: str) -> str:
+    """A line's identity regardless of spacing: the first 16 hex digits of sha256 of it without whitespace."""
+    return hashlib.sha256(re.sub(r"\s+", "", line).encode("utf-8")).hexdigest()[:16]
 
 
 def recipes_for(host: str | None = None) -> tuple[Recipe, ...]:

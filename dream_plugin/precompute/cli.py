@@ -118,6 +118,17 @@ def _check_device(name: str) -> None:
 
 
 def _cmd_precompute(args: argparse.Namespace) -> int:
+    try:
+        return _precompute(args)
+    except KeyboardInterrupt:
+        from ..ab.output import RunInterrupted
+        from .job import partial_dir
+
+        raise RunInterrupted(f"interrupted: the classes finished so far are kept in {str(partial_dir(args.out))!r}; "
+                             "rerun the same command to resume from them") from None
+
+
+def _precompute(args: argparse.Namespace) -> int:
     check_writable_file(args.out, "--out")
     if not args.synthetic:
         _check_device(args.device)

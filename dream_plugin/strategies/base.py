@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -38,6 +38,13 @@ class Strategy:
 
     def reset(self) -> None:
         """Forget cached picks (e.g. between experiments)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to answer as this instance would (picklable); none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
 
 
 class EmbeddingStrategy(Strategy):

@@ -19,10 +19,11 @@ Speed features (see docs/benchmarks.md, "Selection speed"):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -152,6 +153,15 @@ class DreamStrategy(EmbeddingStrategy):
 
     def reset(self) -> None:
         self._cache.clear()
+        self._embeddings.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The per-class picks and their re-clustering counts (the embedding cache is rebuilt on demand:
+        recomputed features are the same, only the time differs)."""
+        return {"cache": {k: dataclasses.asdict(v) for k, v in self._cache.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._cache = {k: _ClassCache(**v) for k, v in state.get("cache", {}).items()}
         self._embeddings.clear()
 
     # -- embeddings -------------------------------------------------------------------------------
