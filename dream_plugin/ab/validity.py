@@ -17,6 +17,7 @@ import math
 from typing import Any, Mapping
 
 from ..config import ConfigError
+from .flags import FLAGS
 
 METHOD_SECTIONS = {"dc": "dc", "idc": "idc"}
 """Config sections that apply to one method only: section -> method."""
@@ -27,7 +28,6 @@ class NonFiniteError(ValueError):
 
 
 def _flag_of(key: str) -> str | None:
-    from .cli import FLAGS  # imported here: cli imports the config module
 
     return next((flag for flag, k, _kw in FLAGS if k == key), None)
 
