@@ -52,14 +52,14 @@ def test_each_kind_of_call_site_is_classified_by_its_size(checkout):
     root = checkout("family")
     got = sites(root / "match_loop.py")
     assert got == [
-        (19, "get_images(c, args.ipc)", "init"),
-        (25, "get_images(c, BNSizePC)", "bn"),
-        (27, "get_images(c, args.batch_real)", "match"),
-        (29, "get_images(c=None, n=args.trained_bs)", "host_sampler"),
+        (20, "get_images(c, args.ipc)", "init"),
+        (26, "get_images(c, BNSizePC)", "bn"),
+        (28, "get_images(c, args.batch_real)", "match"),
+        (30, "get_images(c=None, n=args.trained_bs)", "host_sampler"),
     ]
     assert sites(checkout("family_traj") / "distill_traj.py", factory="f()") == [
-        (17, "get_images(c, args.ipc)", "init"),
-        (22, "get_images(c, len(indices_class[c]))", "whole"),
+        (18, "get_images(c, args.ipc)", "init"),
+        (23, "get_images(c, len(indices_class[c]))", "whole"),
     ]
 
 
@@ -68,7 +68,7 @@ def test_the_change_names_the_files_own_tensors_network_and_sizes(checkout):
     (t,) = [t for t in discover(root)[0] if t.path.name == "match_loop.py"]
     new = patch.plan_family(t.path, t.rel, t.text, t.family).new
     lines = new.splitlines()
-    ret = next(i for i, line in enumerate(lines) if "return images_all[idx_shuffle], labels_all[idx_shuffle]" in line)
+    ret = next(i for i, line in enumerate(lines) if "return images_all[[pool[i] for i in order[:n]]]" in line)
     assert lines[ret + 1:ret + 10] == [
         f"        {BEGIN} (family; see docs/hosts/family.md)",
         "        from dream_plugin.adapters import wrap_get_images",
@@ -118,8 +118,8 @@ def test_a_network_built_in_two_ways_is_not_guessed(checkout, capsys):
     root = checkout("family_traj")
     assert main(["integrate", str(root), "--apply"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "the network is built in 2 different ways (line 20: " in err
-    assert "line 25: get_network(args.model, channel, num_classes, im_size, dist=False).to(args.device)" in err
+    assert err.count("\n") == 1 and "the network is built in 2 different ways (line 21: " in err
+    assert "line 26: get_network(args.model, channel, num_classes, im_size, dist=False).to(args.device)" in err
     assert "--net-factory EXPR" in err and not list(root.rglob("*.orig"))
     assert main(["integrate", str(root), "--apply", "--net-factory", TRAJ_FACTORY]) == 0
     text = (root / "distill_traj.py").read_text()

@@ -8,11 +8,12 @@ def main(args, images_all, labels_all, indices_class, get_network):
     channel, num_classes, im_size = 1, args.classes, (8, 8)
     for exp in range(args.num_exp):
         def get_images(c=None, n=0):  # n random images of class c, or of every class with labels
-            if c is not None:
-                idx_shuffle = np.random.permutation(indices_class[c])[:n]
-                return images_all[idx_shuffle]
-            idx_shuffle = np.random.permutation(len(labels_all))[:n]
-            return images_all[idx_shuffle], labels_all[idx_shuffle]
+            if c is None:
+                drawn = np.random.choice(len(labels_all), size=n, replace=False)
+                return images_all[drawn], labels_all[drawn]
+            pool = indices_class[c]
+            order = np.random.permutation(len(pool))
+            return images_all[[pool[i] for i in order[:n]]]
 
         syn = torch.zeros(num_classes * args.ipc, *images_all.shape[1:])
         for c in range(num_classes):

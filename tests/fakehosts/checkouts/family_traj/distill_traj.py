@@ -8,8 +8,9 @@ def main(args, images_all, indices_class, get_network):
     channel, num_classes, im_size = 1, args.classes, (8, 8)
 
     def get_images(c, n):  # n random images of class c
-        idx_shuffle = np.random.permutation(indices_class[c])[:n]
-        return images_all[idx_shuffle]
+        pool = indices_class[c]
+        order = np.random.permutation(len(pool))
+        return images_all[[pool[i] for i in order[:n]]]
 
     syn = torch.zeros(num_classes * args.ipc, *images_all.shape[1:])
     if args.pix_init == 'real':
