@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +120,19 @@ def unwritable_dir(tmp_path):
     yield d
     if not isinstance(d, str):
         d.chmod(0o755)
+
+
+CHECKOUTS = Path(__file__).parent / "fakehosts" / "checkouts"
+"""Fake host checkouts, written from the hosts' contracts (docs/hosts/), never from their code."""
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A fresh copy of one fake checkout: ``checkout("dm")`` -> its folder under tmp_path."""
+
+    def make(name: str) -> Path:
+        dst = tmp_path / name
+        shutil.copytree(CHECKOUTS / name, dst)
+        return dst
+
+    return make

@@ -8,7 +8,6 @@ with every call's kind marked at its call site.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
 import types
 from pathlib import Path
@@ -25,17 +24,7 @@ from fakehosts.class_loader import MemClassLoader
 from fakehosts.data import clustered_images
 from fakehosts.nets import host_constructor
 
-CHECKOUTS = Path(__file__).parent / "fakehosts" / "checkouts"
 
-
-@pytest.fixture
-def checkout(tmp_path):
-    def make(name: str) -> Path:
-        dst = tmp_path / name
-        shutil.copytree(CHECKOUTS / name, dst)
-        return dst
-
-    return make
 
 
 @pytest.mark.parametrize("name,hosts", [("dc", {"dc-dsa", "dm"}), ("mtt", {"mtt"}), ("idc", {"idc"}),

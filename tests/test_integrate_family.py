@@ -28,18 +28,8 @@ from fakehosts.data import class_index_lists, clustered_images
 from fakehosts.nets import host_constructor
 from test_integrate import arm, load  # noqa: F401 - the arm fixture, shared
 
-CHECKOUTS = Path(__file__).parent / "fakehosts" / "checkouts"
 TRAJ_FACTORY = "get_network(args.model, channel, num_classes, im_size, dist=False).to(args.device)"
 
-
-@pytest.fixture
-def checkout(tmp_path):
-    def make(name: str) -> Path:
-        dst = tmp_path / name
-        shutil.copytree(CHECKOUTS / name, dst)
-        return dst
-
-    return make
 
 
 def sites(path: Path, **kw) -> list[tuple[int, str, str | None]]:
