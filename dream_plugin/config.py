@@ -6,6 +6,7 @@ all-or-nothing: a bad file never yields a half-applied configuration.
 
 from __future__ import annotations
 
+import copy
 import collections.abc
 import dataclasses
 import numbers
@@ -373,15 +374,16 @@ def load_settings(
     if source is not None:
         data = load_yaml(source)
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = deep_merge(data, overrides)
     return apply_env(parse_settings(data), env)
 
 
-def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, nested mappings merged key by key; both left unchanged (deep copies)."""
+    out = {k: copy.deepcopy(v) for k, v in base.items()}
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
-            out[key] = value
+            out[key] = copy.deepcopy(value)
     return out

@@ -13,7 +13,8 @@ from dream_plugin.ab import ARMS, build_config, run_ab
 from dream_plugin.ab.augment import augment
 from dream_plugin.ab.evaluate import evaluate_synset
 from dream_plugin.ab.loops import match_loss, seeded_net
-from dream_plugin.ab.runner import _speedup, load_data
+from dream_plugin.ab.aggregate import speedup
+from dream_plugin.ab.runner import load_data
 
 ALL_ARMS = list(ARMS)
 # random last, so the "random alone" comparison below also proves that the other arms leave nothing behind
@@ -162,13 +163,13 @@ def test_noise_init_is_identical_across_arms(tmp_path):
 
 def test_speedup_rules():
     curve = [{"iteration": 0, "mean": 0.5}, {"iteration": 50, "mean": 0.7}, {"iteration": 100, "mean": 0.8}]
-    assert _speedup(curve, 0.7, 100)["speedup"] == 2.0
-    assert _speedup(curve, 0.7, 100)["reach_iteration"] == 50
-    at_init = _speedup(curve, 0.4, 100)
+    assert speedup(curve, 0.7, 100)["speedup"] == 2.0
+    assert speedup(curve, 0.7, 100)["reach_iteration"] == 50
+    at_init = speedup(curve, 0.4, 100)
     assert at_init["reach_iteration"] == 0 and at_init["speedup"] is None and "iteration 0" in at_init["speedup_note"]
-    never = _speedup(curve, 0.9, 100)
+    never = speedup(curve, 0.9, 100)
     assert never["reach_iteration"] is None and never["speedup"] is None and "does not reach" in never["speedup_note"]
-    assert _speedup(curve, None, 100)["speedup"] is None
+    assert speedup(curve, None, 100)["speedup"] is None
 
 
 def test_augment_is_siamese_and_differentiable():

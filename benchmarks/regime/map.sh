@@ -9,7 +9,7 @@
 #   steps (default, in this order): sweeps wt-dc study-sweep study-dc wt-l1 diagnose
 #   also: wt-mse (the mse cell, not yet in docs/findings.md's table)
 #   A step whose results.json exists is skipped, so an interrupted map continues where it stopped.
-#   python benchmarks/regime/summarize.py OUT_DIR/wt-* OUT_DIR/study-dc   # the table
+#   python -m benchmarks.regime.summarize OUT_DIR/wt-* OUT_DIR/study-dc   # the table
 set -euo pipefail
 out=${1:?usage: map.sh OUT_DIR [STEP ...]}
 shift

@@ -1,6 +1,6 @@
 """The regime map's table (docs/findings.md) from `dream-plugin ab` output folders.
 
-Usage: python benchmarks/regime/summarize.py OUT_DIR [OUT_DIR ...]
+Usage (from the repository root): python -m benchmarks.regime.summarize OUT_DIR [OUT_DIR ...]
 One row per matching-only pair of each folder: the cell (folder name), distance, batch_real, seeds,
 the matching network's test accuracy (mean over the end of every outer iteration, reference arm),
 the reference's curve (acc@0, best point, final; "declines" when its final mean is below its best),
@@ -14,11 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def ci(p: dict) -> str:
-    if p["low"] is None:
-        return f"{100 * p['mean']:+.2f}"
-    return f"{100 * p['mean']:+.2f} [{100 * p['low']:+.2f}, {100 * p['high']:+.2f}]"
+from benchmarks.idc.summarize import ci
 
 
 def live_accuracy(runs: list[dict]) -> str:

@@ -10,7 +10,7 @@ from .config import AbConfig
 from .paired import paired_report
 
 
-def _share(part: float, whole: float) -> float:
+def share(part: float, whole: float) -> float:
     if whole <= 0:
         return 0.0
     return float(min(1.0, max(0.0, part / whole)))
@@ -45,8 +45,8 @@ def aggregate(cfg: AbConfig, runs: list[Any]) -> dict[str, Any]:
             "eval_seconds": float(np.mean([r.eval_seconds for r in mine])),
             "select_seconds": float(np.mean(sel)),
             "sample_seconds": float(np.mean(samp)),
-            "select_share": _share(sum(sel), sum(dist)),
-            "sample_share": _share(sum(samp), sum(dist)),
+            "select_share": share(sum(sel), sum(dist)),
+            "sample_share": share(sum(samp), sum(dist)),
             "selections": int(np.mean([r.selections for r in mine])),
             "reclusterings": int(np.mean([r.reclusterings for r in mine])),
             "runs": [r.as_dict() for r in mine],
@@ -54,7 +54,7 @@ def aggregate(cfg: AbConfig, runs: list[Any]) -> dict[str, Any]:
     reference = "random" if "random" in arms else None
     target = arms[reference]["final"]["mean"] if reference else None
     for arm, a in arms.items():
-        a.update(_speedup(a["curve"], target, its[-1]))
+        a.update(speedup(a["curve"], target, its[-1]))
         if arm == reference:  # its own final mean is the target: a ratio would only measure its noise
             a["speedup"] = None
             a["speedup_note"] = f"reference arm (its final mean {target:.4f} is the target); " + a["speedup_note"]
@@ -62,7 +62,7 @@ def aggregate(cfg: AbConfig, runs: list[Any]) -> dict[str, Any]:
             "paired": paired_report(runs, cfg.arms, its)}
 
 
-def _speedup(curve: list[dict[str, Any]], target: float | None, budget: int) -> dict[str, Any]:
+def speedup(curve: list[dict[str, Any]], target: float | None, budget: int) -> dict[str, Any]:
     if target is None:
         return {"reach_iteration": None, "speedup": None, "speedup_note": "no random arm to compare with"}
     for point in curve:

@@ -24,7 +24,7 @@ from ..manager import build_plugin_manager
 from ..mosaic import mosaic
 from ..requests import SelectionRecord
 from ..selector import Selector, derive_seed
-from .aggregate import _share
+from .aggregate import share
 from .cache import EvalCache, NetworkCache, dataset_digest, eval_key, trajectory_key
 from .config import AbConfig
 from .evaluate import accuracy, evaluate_synset
@@ -93,8 +93,8 @@ class RunResult:
             "sample_seconds": self.sample_seconds,
             "select_seconds": self.select_seconds,
             "init_select_seconds": self.init_select_seconds,
-            "select_share": _share(self.select_seconds, d),
-            "sample_share": _share(self.sample_seconds, d),
+            "select_share": share(self.select_seconds, d),
+            "sample_share": share(self.sample_seconds, d),
             "selections": self.selections,
             "reclusterings": self.reclusterings,
             "loss_first": self.losses[0] if self.losses else None,

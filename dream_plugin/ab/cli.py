@@ -6,8 +6,9 @@ import argparse
 from typing import Any
 
 from ..config import ConfigError, load_yaml
-from .config import ARM_DESCRIPTIONS, build_config, defaults_yaml
-from .flags import FLAGS  # noqa: F401 - re-exported
+from .config import build_config, defaults_yaml
+from .flags import FLAGS
+from .names import ARM_DESCRIPTIONS
 from .presets import presets_text
 
 

@@ -7,17 +7,16 @@ the option (as its YAML key and, where one exists, its flag) and what is allowed
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 import yaml
 
-from ..config import ConfigError, Settings, build_dataclass, parse_settings
+from ..config import ConfigError, Settings, build_dataclass, deep_merge, parse_settings
 from .distances import GRADIENT_METRICS
 
-from .names import ARM_DESCRIPTIONS, ARMS, AUG_OPS, INITS, METHODS  # noqa: F401 - re-exported
+from .names import ARMS, AUG_OPS, METHODS  # noqa: F401 - ARMS and METHODS are imported from here too
 
 
 @dataclass(frozen=True)
@@ -165,12 +164,12 @@ class AbConfig:
     def arm_settings(self, arm: str, seed: int) -> Settings:
         """The selector settings of one arm (the only thing that differs between arms)."""
         strategy, init_strategy = ARMS[arm]
-        data = _deep_merge(
+        data = deep_merge(
             {"options": {"dream": {"interval": self.interval}}},
             dict(self.selector),
         )
         if arm == "dream+":
-            data = _deep_merge(data, {"options": {"dream": {"subsample": self.subsample}}})
+            data = deep_merge(data, {"options": {"dream": {"subsample": self.subsample}}})
         data.update(strategy=strategy, init={**dict(data.get("init", {})), "strategy": init_strategy}, seed=seed)
         return parse_settings(data)
 
@@ -307,16 +306,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: copy.deepcopy(v) for k, v in base.items()}
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 QUICK: dict[str, Any] = {
     "iterations": 20,
     "eval_points": 3,
@@ -357,16 +346,16 @@ def build_config(
 
     base = preset_data(preset) if preset is not None else {}
     method = (flags or {}).get("method", (file_data or {}).get("method", base.get("method", AbConfig.method)))
-    data: dict[str, Any] = _deep_merge({}, METHOD_DEFAULTS.get(method, {})) if isinstance(method, str) else {}
-    data = _deep_merge(data, base)
+    data: dict[str, Any] = deep_merge({}, METHOD_DEFAULTS.get(method, {})) if isinstance(method, str) else {}
+    data = deep_merge(data, base)
     if file_data:
-        data = _deep_merge(data, file_data)
+        data = deep_merge(data, file_data)
     if quick:
-        data = _deep_merge(data, QUICK)
+        data = deep_merge(data, QUICK)
         if isinstance(method, str):
-            data = _deep_merge(data, QUICK_BY_METHOD.get(method, {}))
+            data = deep_merge(data, QUICK_BY_METHOD.get(method, {}))
     if flags:
-        data = _deep_merge(data, flags)
+        data = deep_merge(data, flags)
     from .validity import check_method_options
 
     check_method_options(data.get("method", AbConfig.method), file_data, flags, AbConfig())

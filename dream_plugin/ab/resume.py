@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import ConfigError, build_dataclass
+from ..config import ConfigError, build_dataclass, deep_merge
 from ..paths import write_atomic
-from .config import QUICK, QUICK_BY_METHOD, AbConfig, _deep_merge
+from .config import QUICK, QUICK_BY_METHOD, AbConfig
 
 RESUME_DIR = "resume"
 CONFIG_FILE = "config.json"
@@ -76,10 +76,10 @@ def resume_config(out: str | Path, file_data: Mapping[str, Any] | None, flags: M
                   *, quick: bool = False) -> AbConfig:
     """The configuration of the run in ``out``; options given with ``--resume`` must not change it."""
     saved = saved_config(out)
-    data = _deep_merge(saved, file_data or {})
+    data = deep_merge(saved, file_data or {})
     if quick:
-        data = _deep_merge(_deep_merge(data, QUICK), QUICK_BY_METHOD.get(data.get("method"), {}))
-    data = _deep_merge(data, flags or {})
+        data = deep_merge(deep_merge(data, QUICK), QUICK_BY_METHOD.get(data.get("method"), {}))
+    data = deep_merge(data, flags or {})
     cfg = build_dataclass(AbConfig, data).validate()
     before, after = _flat(saved), _flat(json.loads(json.dumps(cfg.to_dict())))
     diffs = [f"{k}: {before.get(k)!r} there, {after.get(k)!r} here" for k in sorted(set(before) | set(after))

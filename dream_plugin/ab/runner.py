@@ -23,7 +23,7 @@ import torch
 from ..data import ImageDataset, load_dataset
 from ..extras import require
 from ..paths import check_writable_folder
-from .aggregate import _speedup, aggregate  # noqa: F401 - _speedup re-exported
+from .aggregate import aggregate
 from .arm import RunResult, _device_tensors, default_adapter_class, run_arm
 from .config import AbConfig, ConfigError
 from .environment import _loadavg, environment
