@@ -8,7 +8,7 @@ from typing import Any
 from ..config import ConfigError, load_yaml
 from .config import build_config, defaults_yaml
 from .flags import FLAGS
-from .names import ARM_DESCRIPTIONS
+from .names import ARM_DESCRIPTIONS, ARM_FORMS
 from .presets import presets_text
 
 
@@ -25,7 +25,7 @@ def add_ab_parser(sub: Any) -> argparse.ArgumentParser:
         help="A/B benchmark: distil with random vs DREAM selection (and ablations), same seeds",
         description="Distil a synthetic set with each arm (same loop, seeds and budget; only the selection "
         "differs), evaluate at several iterations, and report accuracy curves, speed-up and selection time. "
-        f"Arms: {arms}.",
+        f"Arms: {arms}. An arm can also be {ARM_FORMS}.",
     )
     p.add_argument("--config", metavar="FILE", help="YAML config (see --show-defaults); flags override it")
     p.add_argument("--show-defaults", action="store_true",

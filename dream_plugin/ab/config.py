@@ -16,7 +16,7 @@ import yaml
 from ..config import ConfigError, Settings, build_dataclass, deep_merge, parse_settings
 from .distances import GRADIENT_METRICS
 
-from .names import ARMS, AUG_OPS, METHODS  # noqa: F401 - ARMS and METHODS are imported from here too
+from .names import ARM_FORMS, ARMS, AUG_OPS, METHODS, arm_file_name, arm_strategies  # noqa: F401 - ARMS and METHODS are imported from here too
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,9 @@ class AbConfig:
 
     def arm_settings(self, arm: str, seed: int) -> Settings:
         """The selector settings of one arm (the only thing that differs between arms)."""
-        strategy, init_strategy = ARMS[arm]
+        strategy, init_strategy = arm_strategies(arm) or (arm, arm)
         data = deep_merge(
-            {"options": {"dream": {"interval": self.interval}}},
+            {"options": {"dream": {"interval": self.interval}, "stratified": {"interval": self.interval}}},
             dict(self.selector),
         )
         if arm == "dream+":
@@ -190,7 +190,7 @@ class AbConfig:
         if not self.arms:
             raise ConfigError("arms (--arms): at least one arm is needed; known arms: " + ", ".join(ARMS))
         for a in self.arms:
-            _need(a in ARMS, "arms (--arms)", a, "one of " + ", ".join(ARMS))
+            _need(arm_strategies(a) is not None, "arms (--arms)", a, ARM_FORMS + "; named arms: " + ", ".join(ARMS))
         dup = sorted({a for a in self.arms if self.arms.count(a) > 1})
         if dup:
             raise ConfigError(f"arms (--arms): {', '.join(dup)} listed more than once")
@@ -267,11 +267,23 @@ class AbConfig:
         from ..manager import build_plugin_manager
         from ..selector import Selector
 
+        from ..manager import collect_strategies
+
         pm = None
         for arm in self.arms:
             settings = self.arm_settings(arm, self.seed)
-            pm = pm or build_plugin_manager(settings.plugins)
+            if pm is None:
+                pm = build_plugin_manager(settings.plugins)
+                known = collect_strategies(pm)
+            for name in arm_strategies(arm) or ():
+                _need(name in known, "arms (--arms)", arm,
+                      f"an arm whose strategies are registered; {name!r} is not (registered strategies: "
+                      + ", ".join(sorted(known)) + f"; named arms: {', '.join(ARMS)})")
             Selector(settings, plugin_manager=pm)
+        files = [arm_file_name(a) for a in self.arms]
+        clash = sorted({a for a in self.arms if files.count(arm_file_name(a)) > 1})
+        if clash:
+            raise ConfigError(f"arms (--arms): {', '.join(clash)} would write the same files; run them separately")
 
 
 def _need(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -369,7 +381,7 @@ def defaults_yaml(cfg: AbConfig | None = None, preset: str | None = None) -> str
     title = f"resolved config of preset {preset}" if preset else "defaults"
     head = (
         f"# dream-plugin ab: {title} (every key also has a flag; flags override this file)\n"
-        f"# method: {' | '.join(METHODS)}; arms: any of {', '.join(ARMS)}\n"
+        f"# method: {' | '.join(METHODS)}; arms: any of {', '.join(ARMS)}, or a registered strategy S as S, match:S or init:S\n"
         "# dataset: mnist (embedded subset, 400/100 per class) | digits | folder | torchvision:<Name> (+ root)\n"
         "# eval_at: null -> eval_points evenly spaced iterations from 0 to iterations\n"
         "# lr_img: null -> 1.0 for dm, 0.1 for dc, 0.01 for idc; eval.augment: null -> follows dsa\n"

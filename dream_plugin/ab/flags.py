@@ -19,7 +19,8 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
                                     "matching network, multi-formation)"}),
     ("--dataset", "dataset", {"metavar": "NAME", "help": "mnist | digits | folder | torchvision:<Name>"}),
     ("--root", "root", {"metavar": "DIR", "help": "folder holding the dataset (folder, torchvision:<Name>)"}),
-    ("--arms", "arms", {"nargs": "+", "metavar": "ARM", "help": "arms to run, among: " + ", ".join(ARMS)}),
+    ("--arms", "arms", {"nargs": "+", "metavar": "ARM", "help": "arms to run: " + ", ".join(ARMS)
+                                                             + ", or any registered strategy S as S, match:S or init:S"}),
     ("--seeds", "seeds", {"type": int, "help": "how many seeds (seed, seed+1, ...)"}),
     ("--seed", "seed", {"type": int, "help": "first seed"}),
     ("--ipc", "ipc", {"type": int, "help": "synthetic images per class"}),

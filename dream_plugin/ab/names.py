@@ -18,6 +18,38 @@ ARMS: dict[str, tuple[str, str]] = {
 }
 """Every arm is a :class:`~dream_plugin.config.Settings` for a fresh selector: (strategy, init.strategy)."""
 
+ARM_FORMS = ("a named arm, or any registered strategy S as 'S' (S for init and matching), "
+             "'match:S' (random init, S's matching batches) or 'init:S' (S's init, random matching batches)")
+"""What ``--arms`` accepts besides the named arms (a plugin's strategy included)."""
+
+
+def arm_strategies(arm: str) -> tuple[str, str] | None:
+    """(matching strategy, init strategy) of ``arm``, or None when it has none of the forms of :data:`ARM_FORMS`.
+
+    Whether the strategies exist is the caller's check (it needs the plugin manager).
+    """
+    if arm in ARMS:
+        return ARMS[arm]
+    kind, sep, name = arm.partition(":")
+    if not sep:
+        return (arm, arm) if arm else None
+    if not name or ":" in name:
+        return None
+    return {"match": (name, "random"), "init": ("random", name)}.get(kind)
+
+
+def arm_description(arm: str) -> str:
+    """One line on what ``arm`` does (named arms have their own)."""
+    if arm in ARM_DESCRIPTIONS:
+        return ARM_DESCRIPTIONS[arm]
+    match, init = arm_strategies(arm) or ("?", "?")
+    return f"{init} init, {match} matching batches"
+
+
+def arm_file_name(arm: str) -> str:
+    """``arm`` as a file-name part (``match:S`` -> ``match-S``)."""
+    return arm.replace(":", "-")
+
 ARM_DESCRIPTIONS = {
     "random": "the hosts' baseline: random real images for init and for every matching batch",
     "dream": "DREAM: representative (k-means) init and representative matching batches",

@@ -14,14 +14,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .config import ARMS
+from .names import ARMS, arm_strategies
 
 CONFIDENCE = 0.95
 
 
 def arm_signature(arm: str) -> tuple[str, str]:
     """(init strategy, matching rule) of an arm; the matching rule tells dream+ from dream."""
-    match, init = ARMS[arm]
+    match, init = arm_strategies(arm) or (arm, arm)
     return init, ("dream+" if arm == "dream+" else match)
 
 
@@ -29,9 +29,9 @@ def matching_pairs(arms: Sequence[str]) -> list[tuple[str, str]]:
     """(treatment, reference) for every two of ``arms`` that differ only in matching.
 
     The reference is the arm with random matching when one of the two has it, else the one listed
-    first in :data:`~dream_plugin.ab.config.ARMS`.
+    first in :data:`~dream_plugin.ab.names.ARMS` (named arms before the others, which keep their order).
     """
-    order = list(ARMS)
+    order = list(ARMS) + [a for a in arms if a not in ARMS]
     pairs = []
     for i, a in enumerate(arms):
         for b in arms[i + 1:]:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..data import ImageDataset
+from .names import arm_file_name
 
 
 def _pct(mean: float, std: float) -> str:
@@ -116,7 +117,7 @@ def save_grids(synthetic: dict[str, torch.Tensor | None], data: ImageDataset, ip
             continue
         images = data.denormalize(x.float().cpu()).clamp(0, 1)
         grid = make_grid(images, nrow=ipc, padding=1, pad_value=1.0)
-        name = f"synthetic_{arm}.png"
+        name = f"synthetic_{arm_file_name(arm)}.png"
         save_image(grid, out_dir / name)
         files[f"synthetic_{arm}"] = name
     return files

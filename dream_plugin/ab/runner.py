@@ -31,6 +31,7 @@ from . import resume as resume_state
 from .output import RESULTS, RunInterrupted, prepare_out_dir, write_json_atomic, write_report
 from .ownership import OutLock
 from .runstate import RunStore
+from .names import arm_file_name
 
 logger = logging.getLogger("dream_plugin.ab")
 
@@ -214,7 +215,7 @@ def _run_ab(
     if write:
         _write_outputs(results, runs, cfg, data, out_dir)
         resume_state.clear(out_dir)  # every number is saved: the progress is no longer needed
-        say(f"\nwrote {out_dir}/results.json, curves.png, " + ", ".join(f"synthetic_{a}.png" for a in cfg.arms)
+        say(f"\nwrote {out_dir}/results.json, curves.png, " + ", ".join(f"synthetic_{arm_file_name(a)}.png" for a in cfg.arms)
             + f" (total {total:.1f} s)")
     return results
 

@@ -22,6 +22,7 @@ import torch
 
 from ..paths import write_atomic
 from ..selector import derive_seed
+from .names import arm_file_name
 
 
 def _save(path: Path, data: Any) -> None:
@@ -78,7 +79,7 @@ class RunStore:
     """The saved state and result of one (arm, seed) run under ``root`` (``<out>/resume``)."""
 
     def __init__(self, root: str | Path, arm: str, seed: int) -> None:
-        self.dir = Path(root) / f"{arm}-seed{seed}"
+        self.dir = Path(root) / f"{arm_file_name(arm)}-seed{seed}"
         self.state_path = self.dir / "state.pt"
         self.result_path = self.dir / "result.pt"
 

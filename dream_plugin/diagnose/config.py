@@ -8,6 +8,7 @@ from ..ab.distances import GRADIENT_METRICS
 from ..config import ConfigError
 
 STRATEGIES = ("random", "dream", "dream+", "herding", "kcenter")
+"""The default strategies; ``--strategies`` takes these and any other registered strategy (a plugin's too)."""
 EMBED_INPUTS = ("normalized", "raw")
 
 
@@ -55,10 +56,13 @@ class DiagnoseConfig:
                 continue
             raise ConfigError(f"networks (--networks): {spec!r} is not allowed; expected fresh, trained:K, "
                               "factory:module:function or checkpoint:PATH")
+        from ..manager import build_plugin_manager, collect_strategies
+
+        known = sorted(set(collect_strategies(build_plugin_manager())) | {"dream+"})
         for s in self.strategies:
-            if s not in STRATEGIES:
-                raise ConfigError(f"strategies (--strategies): {s!r} is not allowed; expected any of "
-                                  + ", ".join(STRATEGIES))
+            if s not in known:
+                raise ConfigError(f"strategies (--strategies): {s!r} is not allowed; expected any registered "
+                                  "strategy: " + ", ".join(known))
         if not self.sizes or any(n < 1 for n in self.sizes):
             raise ConfigError(f"sizes (--sizes): {list(self.sizes)!r} is not allowed; expected batch sizes >= 1")
         for name, value, low in (("draws (--draws)", self.draws, 2), ("subsample (--subsample)", self.subsample, 1),
