@@ -88,7 +88,7 @@ def _fingerprint(res: dict) -> dict:
 
 
 def test_network_cache_gives_the_numbers_of_a_run_without_it(tmp_path):
-    plain = run_ab(build_config(CACHED), write=False, log=None)
+    plain = run_ab(build_config({**CACHED, "share": False}), write=False, log=None)
     cached_cfg = {**CACHED, "cache": str(tmp_path / "cache")}
     cold = run_ab(build_config(cached_cfg), write=False, log=None)
     entries = sorted(p.name for p in (tmp_path / "cache" / "network").glob("*/*.pt"))
@@ -119,7 +119,7 @@ def test_network_cache_is_per_trajectory(tmp_path):
 
 def test_cache_skips_networks_with_running_statistics_and_refuses_empty_paths(tmp_path):
     data = {**CACHED, "arms": ["random", "match-only"], "iterations": 1, "model": {"width": 8, "norm": "batchnorm"}}
-    plain = run_ab(build_config(data), write=False, log=None)
+    plain = run_ab(build_config({**data, "share": False}), write=False, log=None)
     cached = run_ab(build_config({**data, "cache": str(tmp_path / "c")}), write=False, log=None)
     assert _fingerprint(cached) == _fingerprint(plain)
     assert not (tmp_path / "c" / "network").exists()  # BatchNorm: the trajectory depends on the arm
@@ -144,3 +144,57 @@ def test_eval_cache_answers_identical_sets_only(tmp_path, monkeypatch):
     # 2 arms x 2 points, minus match-only's iteration 0 (the same set as random's)
     assert sorted(calls) == [0, 2, 2]
     assert res["arms"]["random"]["curve"][0] == res["arms"]["match-only"]["curve"][0]
+
+
+def _counting_evaluations(monkeypatch) -> list[int]:
+    from dream_plugin.ab import arm as arm_module
+
+    calls: list[int] = []
+    real = arm_module.evaluate_synset
+
+    def counting(x, y, *args, **kwargs):
+        calls.append(args[-1])
+        return real(x, y, *args, **kwargs)
+
+    monkeypatch.setattr(arm_module, "evaluate_synset", counting)
+    return calls
+
+
+def test_a_run_shares_identical_work_between_its_arms_by_default(tmp_path, monkeypatch):
+    """Without a cache folder the arms of one run still share (same numbers), and nothing is left behind."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    calls = _counting_evaluations(monkeypatch)
+    alone = run_ab(build_config({**CACHED, "share": False}), write=False, log=None)
+    assert sorted(calls) == [0, 0, 2, 2]
+    calls.clear()
+    from dream_plugin.ab import arm as arm_module
+
+    seen: list[str | None] = []
+    real = arm_module._caches
+    monkeypatch.setattr(arm_module, "_caches", lambda cfg, *a: seen.append(cfg.cache) or real(cfg, *a))
+    shared = run_ab(build_config(CACHED), write=False, log=None)
+    assert sorted(calls) == [0, 2, 2]
+    assert seen and all(p.startswith(str(tmp_path / "tmp" / "dream-ab-shared-")) for p in seen)
+    assert _fingerprint(shared) == _fingerprint(alone)
+    assert not list((tmp_path / "tmp").glob("dream-ab-shared-*"))  # the run's temporary folder is gone
+    assert shared["config"]["cache"] is None and shared["config"]["share"] is True
+
+
+def test_a_written_run_shares_through_its_progress_folder_and_removes_it(tmp_path, monkeypatch):
+    from dream_plugin.ab import arm as arm_module
+
+    seen: list[str | None] = []
+    real = arm_module._caches
+
+    def spying(cfg, *args):
+        seen.append(cfg.cache)
+        return real(cfg, *args)
+
+    monkeypatch.setattr(arm_module, "_caches", spying)
+    out = tmp_path / "out"
+    run_ab(build_config({**CACHED, "arms": ["random"], "iterations": 1, "eval_points": 1}), out=out, log=None)
+    assert seen and set(seen) == {str(out / "resume" / "shared")}
+    assert not (out / "resume").exists()

@@ -130,7 +130,9 @@ def test_ctrl_c_to_the_process_group_stops_saves_and_resumes_to_the_same_numbers
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, stderr
-    assert stopped_after < 10, f"took {stopped_after:.1f} s to stop"
+    # a guard against a run that keeps going (queued jobs, a stuck worker), not a speed target: on a
+    # loaded machine writing results.json and the plots alone can take several seconds
+    assert stopped_after < 30, f"took {stopped_after:.1f} s to stop"
     assert "Traceback" not in stderr and stderr.count("\n") == 1, stderr
     assert stderr.startswith("dream-plugin: interrupted: ") and f"continue with: dream-plugin ab --resume {out}" in stderr
     deadline = time.monotonic() + 5

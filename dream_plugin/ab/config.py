@@ -120,7 +120,12 @@ class AbConfig:
     cache: str | None = None
     """A folder for work that every arm of a seed does identically (:mod:`dream_plugin.ab.cache`): the
     idc matching network's trajectory and the evaluations of identical synthetic sets. The first run
-    saves, the others load; the numbers are those of a run without it. None: no cache."""
+    saves, the others load; the numbers are those of a run without it. None: no cache folder (see
+    ``share``)."""
+    share: bool = True
+    """Without a ``cache`` folder, share the same work between the arms of this run only (in
+    ``<out>/resume/shared``, removed when the results are written; a temporary folder when nothing is
+    written). Same numbers; False makes every arm do all its own work (to time each arm alone)."""
     device: str = "auto"
     threads: int | None = 1
     """torch.set_num_threads for the run; None keeps torch's default (one per core). 1 by default: the

@@ -66,6 +66,9 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--cache", "cache", {"metavar": "DIR", "help": "save what every arm of a seed computes identically here (idc's "
                           "matching-network trajectory, evaluations of identical synthetic sets) and reuse it; "
                           "same numbers, less work"}),
+    ("--share", "share", {"action": argparse.BooleanOptionalAction,
+                          "help": "without --cache, share that work between the arms of this run only (default; "
+                          "--no-share: every arm does all its own work, to time arms alone)"}),
     ("--device", "device", {"metavar": "DEVICE", "help": "auto (cuda if available, else cpu), cpu, cuda, cuda:<i>"}),
     ("--threads", "threads", {"type": int, "help": "torch.set_num_threads (default 1; 0: torch's default, one per core)"}),
     ("--jobs", "jobs", {"type": int, "help": "parallel (arm, seed) runs, one process each (same numbers as 1)"}),

@@ -21,7 +21,7 @@ from .config import QUICK, QUICK_BY_METHOD, AbConfig
 
 RESUME_DIR = "resume"
 CONFIG_FILE = "config.json"
-MAY_DIFFER = ("jobs", "progress", "out")
+MAY_DIFFER = ("jobs", "progress", "out", "share")
 """Options a resumed run may change: they do not change its numbers."""
 
 

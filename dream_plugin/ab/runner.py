@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -199,12 +200,13 @@ def _run_ab(
     start = time.perf_counter()
     store_root = resume_state.resume_dir(out_dir) if write else None
     runs: list[RunResult] = []
-    try:
-        _run_jobs(cfg, data, device, adapter_class, tensors, say, store_root, runs)
-    except KeyboardInterrupt:
-        if not write:
-            raise
-        raise _interrupted(cfg, data, env, time.perf_counter() - start, runs, out_dir) from None
+    with _shared_work(cfg, store_root) as run_cfg:
+        try:
+            _run_jobs(run_cfg, data, device, adapter_class, tensors, say, store_root, runs)
+        except KeyboardInterrupt:
+            if not write:
+                raise
+            raise _interrupted(cfg, data, env, time.perf_counter() - start, runs, out_dir) from None
     total = time.perf_counter() - start
     env["load_average_at_end"] = _loadavg()
     results = _results(cfg, data, env, total, aggregate(cfg, runs))
@@ -218,6 +220,24 @@ def _run_ab(
         say(f"\nwrote {out_dir}/results.json, curves.png, " + ", ".join(f"synthetic_{arm_file_name(a)}.png" for a in cfg.arms)
             + f" (total {total:.1f} s)")
     return results
+
+
+@contextlib.contextmanager
+def _shared_work(cfg: AbConfig, store_root: Path | None) -> Iterator[AbConfig]:
+    """The config the runs execute: with ``share`` and no ``cache`` folder, a cache folder for this run only.
+
+    It lives with the run's saved progress (so a resumed run finds it, and it goes when the results are
+    written), or in a temporary folder removed on exit when the run writes nothing. The results record
+    ``cfg`` as given.
+    """
+    if cfg.cache is not None or not cfg.share:
+        yield cfg
+        return
+    if store_root is not None:
+        yield dataclasses.replace(cfg, cache=str(store_root / "shared"))
+        return
+    with tempfile.TemporaryDirectory(prefix="dream-ab-shared-") as folder:
+        yield dataclasses.replace(cfg, cache=folder)
 
 
 def _jobs(cfg: AbConfig) -> list[tuple[str, int]]:
