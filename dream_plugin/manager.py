@@ -25,7 +25,7 @@ from .config import ENV_DISABLE_AUTOLOAD, PluginSettings
 ENTRY_POINT_GROUP = "dream_plugin"
 PROJECT_SPEC_ATTR = hookspecs.PROJECT_NAME + "_spec"
 
-logger = logging.getLogger("dream_plugin")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BUILTIN_PLUGIN_NAME", "DreamPluginManager", "ENTRY_POINT_GROUP", "PluginError", "StrategyInfo",

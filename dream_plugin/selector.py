@@ -65,7 +65,7 @@ from .totals import RecentRecords, SelectionTotals
 
 __all__ = ["Selector", "derive_seed"]
 
-logger = logging.getLogger("dream_plugin")
+logger = logging.getLogger(__name__)
 
 
 class Selector:

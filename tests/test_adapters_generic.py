@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dream_plugin.adapters import ClassSampler, RepresentativeBatchSampler, RepresentativeBatches, make_class_sampler
 from dream_plugin.config import PluginSettings, parse_settings
-from dream_plugin.host_state import assert_same_state, state_fingerprint
+from host_state_check import assert_same_state, state_fingerprint
 from dream_plugin.manager import build_plugin_manager
 from dream_plugin.selector import Selector
 

@@ -236,11 +236,11 @@ def test_a_passing_plugin_that_draws_from_the_generator_does_not_change_the_pick
     assert [r.answered_by for r in with_plugin.records] == ["strategy:random"] * 3
 
 
-def test_selections_are_logged_on_the_package_logger(isolated_pm, caplog):
+def test_selections_are_logged_on_the_module_logger_under_the_package_logger(isolated_pm, caplog):
     sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
-    with caplog.at_level("DEBUG", logger="dream_plugin"):
+    with caplog.at_level("DEBUG", logger="dream_plugin"):  # the package logger still sees them
         sel.select(2, 3, torch.arange(10), lambda p: p)
-    assert [r.name for r in caplog.records] == ["dream_plugin"]
+    assert [r.name for r in caplog.records] == ["dream_plugin.selector"]
     assert "match picks of class 2 (call 0, n=3 of 10) answered by strategy:random" in caplog.text
 
 
