@@ -46,15 +46,23 @@ def as_pool(pool: Any, class_id: int) -> torch.Tensor:
     return t
 
 
-def check_device(device: torch.device | str) -> torch.device:
+def check_device(
+    device: torch.device | str, what: str = "device", *, advice: str = "pass the device the host's images and network live on"
+) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here; the one device check of every boundary.
+
+    ``what`` names the value in the message (``'device'``, ``'--device'``); ``advice`` ends the
+    message when the device is well-formed but absent.
+    """
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: {device!r} is not a valid torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from exc
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{what}: {device!r} is not a torch device; expected cpu, cuda or cuda:<index>") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{what}: {str(device)!r} was asked for but CUDA is not available here; {advice}")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
         raise ValueError(
-            f"device: {str(dev)!r} is not available here ({torch.cuda.device_count()} CUDA devices visible); "
-            "pass the device the host's images and network live on"
+            f"{what}: {str(device)!r} does not exist here ({torch.cuda.device_count()} CUDA devices visible); {advice}"
         )
     return dev
 

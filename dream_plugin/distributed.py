@@ -55,7 +55,7 @@ AnswerFn = Callable[[Sequence[SelectionCall]], "list[SelectionAnswer]"]
 
 MODES = ("auto", "broadcast", "shard", "off")
 
-logger = logging.getLogger("dream_plugin")
+logger = logging.getLogger(__name__)
 
 # header columns of one exchanged row: status, class, kind, call index, pool size, n
 _HDR = 6

@@ -1,6 +1,8 @@
 """Hook specifications of the ``dream_plugin`` pluggy project.
 
-Plugins implement these with ``@dream_plugin.hookimpl``. Built-in strategies are registered by a
+Plugins implement these with ``@dream_plugin.hookimpl``. A hook implementation whose name matches
+no specification here (a misspelling) is rejected when the plugins are loaded and when a selector
+is built (:func:`dream_plugin.manager.check_hook_names`). Built-in strategies are registered by a
 plugin too (see :mod:`dream_plugin.builtin`), so a third-party package has exactly the same powers.
 """
 
@@ -38,8 +40,8 @@ def select_real_batch(request: SelectionRequest) -> torch.Tensor | SelectionResu
     Return a 1-D int64 tensor of distinct positions in ``request.pool`` (or a
     :class:`~dream_plugin.requests.SelectionResult` carrying them with diagnostics), or None to let
     the next implementation answer. When no plugin answers, the selector asks the configured
-    strategy itself. The request is the plugin's own copy (its own generator): what it draws or
-    changes there never reaches the strategy.
+    strategy itself. The request is the plugin's own copy (its own generator, pool tensor and
+    ``context``): what it draws, writes or changes there never reaches the strategy.
     """
 
 
@@ -57,5 +59,8 @@ def selection_done(record: SelectionRecord) -> None:
     """Observe a finished selection (strategy, class, n, time, k-means iterations, inertia...).
 
     Called once per selection after the picks are validated. Observers must not raise; one that
-    does is reported with its plugin name.
+    does is reported with its plugin name and the others still see the record. To keep that,
+    each observer is called on its own through the hook, with every ``wrapper=True`` (or
+    ``hookwrapper=True``) implementation around it: a wrapper wraps each observer's call, so it
+    runs once per observer and record (once per record when there is no other observer).
     """

@@ -23,13 +23,14 @@ from .checks import PluginError
 from .config import ENV_DISABLE_AUTOLOAD, PluginSettings
 
 ENTRY_POINT_GROUP = "dream_plugin"
+PROJECT_SPEC_ATTR = hookspecs.PROJECT_NAME + "_spec"
 
-logger = logging.getLogger("dream_plugin")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BUILTIN_PLUGIN_NAME", "DreamPluginManager", "ENTRY_POINT_GROUP", "PluginError", "StrategyInfo",
-    "autoload_disabled", "build_plugin_manager", "collect_strategies", "get_plugin_manager", "load_entry_points",
-    "plugin_distribution", "reset_plugin_manager",
+    "autoload_disabled", "build_plugin_manager", "check_hook_names", "collect_strategies", "get_plugin_manager",
+    "load_entry_points", "plugin_distribution", "reset_plugin_manager",
 ]
 
 
@@ -113,7 +114,25 @@ def build_plugin_manager(
         pm.set_blocked(name)
     if settings.autoload and not autoload_disabled(environ):
         load_entry_points(pm)
+    check_hook_names(pm)
     return pm
+
+
+def check_hook_names(pm: pluggy.PluginManager) -> None:
+    """Reject a hook implementation that matches no hook specification (a misspelled hook name).
+
+    pluggy's ``check_pending`` finds them; without it such an implementation is silently never
+    called. The error names the plugin, the unknown hook and the hooks that exist.
+    """
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        known = sorted(n for n in dir(hookspecs) if getattr(getattr(hookspecs, n), PROJECT_SPEC_ATTR, None))
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(
+            f"plugin {name!r} ({plugin_distribution(pm, name)}): {exc}; "
+            f"the hooks of {hookspecs.PROJECT_NAME!r} are {', '.join(known)}"
+        ) from exc
 
 
 _default_pm: pluggy.PluginManager | None = None

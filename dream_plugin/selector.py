@@ -18,6 +18,7 @@ or network state.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -45,6 +46,7 @@ from .manager import (
     BUILTIN_PLUGIN_NAME,
     StrategyInfo,
     build_plugin_manager,
+    check_hook_names,
     collect_strategies,
     get_plugin_manager,
     plugin_distribution,
@@ -63,7 +65,7 @@ from .totals import RecentRecords, SelectionTotals
 
 __all__ = ["Selector", "derive_seed"]
 
-logger = logging.getLogger("dream_plugin")
+logger = logging.getLogger(__name__)
 
 
 class Selector:
@@ -89,6 +91,7 @@ class Selector:
             self.pm = get_plugin_manager()
         else:
             self.pm = build_plugin_manager(self.settings.plugins)
+        check_hook_names(self.pm)  # plugins registered at run time too: a misspelled hook is an error
         self.strategies: dict[str, StrategyInfo] = collect_strategies(self.pm)
         self._instances: dict[str, Any] = {}
         self._calls: dict[tuple[str, int], int] = {}
@@ -359,7 +362,7 @@ class Selector:
         names = self._implementers(hook_name)
         if not names:
             return None
-        request = dataclasses.replace(call.request, generator=torch.Generator().manual_seed(call.seed))
+        request = _plugin_copy(call.request, call.seed)
         start = time.perf_counter()
         try:
             answer = getattr(self.pm.hook, hook_name)(request=request)
@@ -410,22 +413,44 @@ class Selector:
         return [(i, r if isinstance(r, SelectionResult) else SelectionResult(positions=r), s) for i, r, s in out]
 
     def _notify(self, record: SelectionRecord) -> None:
+        """Tell the ``selection_done`` observers, each through the hook with every wrapper around it.
+
+        An observer that raises must neither break the host's run nor keep the others from the
+        record, and the warning must name it; one call of the whole hook cannot do that, so each
+        observer is called through pluggy's public ``subset_hook_caller`` holding it and every
+        ``wrapper=True`` / ``hookwrapper=True`` implementation: a wrapper wraps each observer's call.
+        """
         hook = self.pm.hook.selection_done
         impls = hook.get_hookimpls()
         if not impls:
             return
-        plugins = [impl.plugin for impl in impls]
-        # Observers are driven one plugin at a time, through pluggy's public subset_hook_caller (so
-        # pluggy's own call path, wrappers and tracing still apply): per-plugin isolation is needed
-        # because an observer that raises must neither break the host's run nor keep the others
-        # from the record, and the warning must name it.
-        for impl in reversed(impls):
-            caller = self.pm.subset_hook_caller("selection_done", [p for p in plugins if p is not impl.plugin])
-            try:
-                caller(record=record)
-            except Exception as exc:  # noqa: BLE001 - an observer must not break the host's run
-                warnings.warn(
-                    f"selection_done observer of plugin {impl.plugin_name!r} raised {type(exc).__name__}: {exc}",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+        observers = [impl for impl in impls if not _is_wrapper(impl)]
+        if not observers:  # only wrappers: they still see the record, once
+            self._call_observers("selection_done", [], record, "a selection_done wrapper")
+            return
+        for impl in reversed(observers):
+            others = [o.plugin for o in observers if o.plugin is not impl.plugin]
+            self._call_observers("selection_done", others, record, f"selection_done observer of plugin {impl.plugin_name!r}")
+
+    def _call_observers(self, hook_name: str, excluded: list[Any], record: SelectionRecord, who: str) -> None:
+        try:
+            self.pm.subset_hook_caller(hook_name, excluded)(record=record)
+        except Exception as exc:  # noqa: BLE001 - an observer must not break the host's run
+            warnings.warn(f"{who} raised {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=4)
+
+
+def _is_wrapper(impl: Any) -> bool:
+    """True for a ``wrapper=True`` or old-style ``hookwrapper=True`` implementation."""
+    return bool(getattr(impl, "wrapper", False) or getattr(impl, "hookwrapper", False))
+
+
+def _plugin_copy(request: SelectionRequest, seed: int) -> SelectionRequest:
+    """The plugins' own copy of ``request``: nothing they draw, write or change reaches the strategy.
+
+    A fresh generator from the call's seed, its own pool tensor and a deep copy of ``context``;
+    the host's loader, embedder and network are shared (they are the host's, not the request's).
+    """
+    return dataclasses.replace(
+        request, generator=torch.Generator().manual_seed(seed), pool=request.pool.clone(),
+        context=copy.deepcopy(request.context),
+    )

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dream_plugin.adapters import ClassSampler, RepresentativeBatchSampler, RepresentativeBatches, make_class_sampler
 from dream_plugin.config import PluginSettings, parse_settings
-from dream_plugin.host_state import assert_same_state, state_fingerprint
+from host_state_check import assert_same_state, state_fingerprint
 from dream_plugin.manager import build_plugin_manager
 from dream_plugin.selector import Selector
 
@@ -100,3 +100,26 @@ def test_every_adapter_names_the_host_sampler_the_same_way():
     assert wrap_get_images(get_images, x, class_index_lists(y, 3), selector=make_selector("random")).host_sampler is get_images
     loader = MemClassLoader(x, y, 4)
     assert wrap_class_loader(loader, selector=make_selector("random")).host_sampler is loader
+
+
+def test_every_adapter_implements_the_written_interface_the_harness_draws_through():
+    from dream_plugin.ab.loops import Sampler
+    from dream_plugin.adapters import (
+        Adapter, ClassLoaderAdapter, GetImagesAdapter, HostLoopSampler, KindSampler, wrap_class_loader, wrap_get_images,
+    )
+
+    from fakehosts.class_loader import MemClassLoader
+    from fakehosts.data import class_index_lists
+
+    x, y = clustered_images(3, 20)
+    sel = make_selector("random")
+    get_images = wrap_get_images(lambda c, n: x[:n], x, class_index_lists(y, 3), selector=sel)
+    adapters = [
+        get_images, ClassSampler(x, y, selector=sel), RepresentativeBatchSampler(y, 2, dataset_images=x, selector=sel),
+        RepresentativeBatches((x, y), 12, net=lambda: None, selector=sel), wrap_class_loader(MemClassLoader(x, y, 4), selector=sel),
+    ]
+    assert all(isinstance(a, Adapter) and a.records is sel.records for a in adapters)
+    assert [isinstance(a, KindSampler) for a in adapters] == [True, True, False, False, False]
+    assert isinstance(get_images, HostLoopSampler) and not isinstance(ClassSampler(x, y, selector=sel), HostLoopSampler)
+    assert Sampler is HostLoopSampler and isinstance(adapters[4], ClassLoaderAdapter)
+    assert isinstance(get_images, GetImagesAdapter) and get_images.bn(1, 3).shape == (3, *x.shape[1:])

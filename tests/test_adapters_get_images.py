@@ -12,7 +12,8 @@ from torch import nn
 from dream_plugin.adapters import AmbiguousCallError, GetImagesAdapter, NoNetworkError, wrap_get_images, wrap_mtt_get_images
 from dream_plugin.config import PluginSettings, parse_settings
 from dream_plugin.embedding import resolve_embedder
-from dream_plugin.host_state import assert_same_state, snapshot_rng, state_fingerprint
+from dream_plugin.host_state import snapshot_rng
+from host_state_check import assert_same_state, state_fingerprint
 from dream_plugin.hookspecs import hookimpl
 from dream_plugin.manager import build_plugin_manager
 from dream_plugin.selector import Selector

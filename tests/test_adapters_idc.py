@@ -10,7 +10,7 @@ import torch
 from dream_plugin.adapters import ClassLoaderAdapter, NoNetworkError, wrap_class_loader
 from dream_plugin.config import PluginSettings, parse_settings
 from dream_plugin.embedding import resolve_embedder
-from dream_plugin.host_state import assert_same_state, state_fingerprint
+from host_state_check import assert_same_state, state_fingerprint
 from dream_plugin.manager import build_plugin_manager
 from dream_plugin.selector import Selector
 

@@ -14,6 +14,7 @@ from sklearn.cluster import KMeans as SKKMeans
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import gen
+from dream_plugin.clustering import kmeans_batched
 from dream_plugin.clustering import (
     KMeans,
     KMeansResult,
@@ -225,10 +226,10 @@ X = torch.randn(20, 3, generator=gen(10))
         (lambda: kmeans(torch.zeros(0, 3), 1), ValueError, r"x must contain at least one row, got shape \(0, 3\)"),
         (lambda: kmeans(X, 0), ValueError, r"n_clusters must be between 1 and the number of rows of x \(20\), got 0"),
         (lambda: kmeans(X, 21), ValueError, r"n_clusters must be between 1 .*\(20\), got 21"),
-        (lambda: kmeans(X, 2.5), TypeError, r"n_clusters must be an int, got 2.5"),
+        (lambda: kmeans(X, 2.5), TypeError, r"n_clusters must be an int, got float 2.5"),
         (lambda: kmeans(torch.arange(12).reshape(4, 3), 2), TypeError, r"floating-point .* got dtype torch.int64"),
         (lambda: kmeans(X.tolist(), 2), TypeError, r"x must be a torch.Tensor"),
-        (lambda: kmeans(X, 2, init="kmeans"), ValueError, r"unknown init 'kmeans'; allowed: 'k-means\+\+', 'random'"),
+        (lambda: kmeans(X, 2, init="kmeans"), ValueError, r"unknown init 'kmeans'; allowed: 'k-means\+\+', 'k-means\+\+-sampled', 'random' or a \(K, D\) tensor"),
         (lambda: kmeans(X, 2, init=np.zeros((2, 3))), ValueError, r"unknown init of type ndarray"),
         (lambda: kmeans(X, 2, init=torch.zeros(3, 3)), ValueError, r"init tensor must have shape .*\(2, 3\), got \(3, 3\)"),
         (lambda: kmeans(X, 2, init=torch.zeros(2, 3, device="meta")), ValueError, r"init tensor must be on x's device cpu, got meta"),
@@ -249,6 +250,29 @@ X = torch.randn(20, 3, generator=gen(10))
 def test_validation_messages(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+BAD_OPTIONS = [
+    ({"tol": "0.1"}, TypeError, r"tol must be a float >= 0, got '0.1'"),
+    ({"tol": True}, TypeError, r"tol must be a float >= 0, got True"),
+    ({"tol": -1e-3}, ValueError, r"tol must be a finite float >= 0, got -0.001"),
+    ({"tol": float("inf")}, ValueError, r"tol must be a finite float >= 0, got inf"),
+    ({"max_iter": 0}, ValueError, r"max_iter must be >= 1, got 0"),
+    ({"max_iter": 2.0}, TypeError, r"max_iter must be an int, got float 2.0"),
+    ({"max_iter": True}, TypeError, r"max_iter must be an int, got bool True"),
+    ({"chunk_size": 0}, ValueError, r"chunk_size must be >= 1, got 0"),
+    ({"init": "kmeans"}, ValueError, r"unknown init 'kmeans'; allowed: 'k-means\+\+', 'k-means\+\+-sampled', 'random'"),
+    ({"init": np.zeros((2, 3))}, ValueError, r"unknown init of type ndarray"),
+    ({"precision": "fp16"}, ValueError, r"precision must be one of"),
+]
+
+
+@pytest.mark.parametrize(("options", "exc", "pattern"), BAD_OPTIONS)
+def test_kmeans_and_kmeans_batched_reject_the_same_bad_options(options, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        kmeans(X, 2, **options)
+    with pytest.raises(exc, match=pattern):
+        kmeans_batched(X.unsqueeze(0), 2, **options)
 
 
 def test_nan_rows_are_named():

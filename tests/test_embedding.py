@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dream_plugin.embedding import embed_images, resolve_embedder, unwrap_network
-from dream_plugin.host_state import assert_same_state, state_fingerprint
+from host_state_check import assert_same_state, state_fingerprint
 
 IMG = (3, 8, 8)
 

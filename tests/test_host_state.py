@@ -15,14 +15,13 @@ from torch import nn
 
 from dream_plugin.host_state import (
     RNGSnapshot,
-    assert_same_state,
     frozen_batchnorm_stats,
     no_side_effects,
     preserved_rng,
     restore_rng,
     snapshot_rng,
-    state_fingerprint,
 )
+from host_state_check import assert_same_state, state_fingerprint
 
 
 class TinyBN(nn.Module):

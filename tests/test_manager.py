@@ -180,3 +180,29 @@ def test_default_plugin_manager_is_cached_and_resettable():
 def test_unknown_strategy_lists_known_ones(isolated_pm):
     with pytest.raises(Exception, match=r"strategy: unknown strategy 'dreem'; known strategies: dream, herding, kcenter, precomputed, random"):
         Selector(Settings(strategy="dreem"), plugin_manager=isolated_pm)
+
+
+def _load_misspelled_plugin():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "plugins" / "misspelled_hook.py"
+    spec = importlib.util.spec_from_file_location("misspelled_hook", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_misspelled_hook_implementation_is_rejected_at_load(fake_dists):
+    plugin = _load_misspelled_plugin()
+    fake_dists.append(FakeDist("typo-dist", "0.3", [FakeEntryPoint("typo", lambda: plugin)]))
+    with pytest.raises(PluginError, match=r"plugin 'typo' \(typo-dist 0.3\): unknown hook 'selection_don'.*"
+                                          r"hooks of 'dream_plugin' are register_strategies, select_init_batch, "
+                                          r"select_real_batch, selection_done"):
+        build_plugin_manager()
+
+
+def test_a_misspelled_hook_registered_at_run_time_is_rejected_by_the_selector(isolated_pm):
+    isolated_pm.register(_load_misspelled_plugin(), name="typo")
+    with pytest.raises(PluginError, match=r"plugin 'typo' \(registered at run time\): unknown hook 'selection_don'"):
+        Selector(Settings(strategy="random"), plugin_manager=isolated_pm)

@@ -236,9 +236,69 @@ def test_a_passing_plugin_that_draws_from_the_generator_does_not_change_the_pick
     assert [r.answered_by for r in with_plugin.records] == ["strategy:random"] * 3
 
 
-def test_selections_are_logged_on_the_package_logger(isolated_pm, caplog):
+def test_selections_are_logged_on_the_module_logger_under_the_package_logger(isolated_pm, caplog):
     sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
-    with caplog.at_level("DEBUG", logger="dream_plugin"):
+    with caplog.at_level("DEBUG", logger="dream_plugin"):  # the package logger still sees them
         sel.select(2, 3, torch.arange(10), lambda p: p)
-    assert [r.name for r in caplog.records] == ["dream_plugin"]
+    assert [r.name for r in caplog.records] == ["dream_plugin.selector"]
     assert "match picks of class 2 (call 0, n=3 of 10) answered by strategy:random" in caplog.text
+
+
+def test_what_a_plugin_writes_into_its_request_never_reaches_the_strategy(isolated_pm):
+    from dream_plugin.requests import SelectionResult
+    from dream_plugin.strategies import Strategy
+
+    seen = []
+
+    class Looks(Strategy):
+        name = "looks"
+
+        def select(self, request):
+            seen.append((dict(request.context), request.pool.tolist(), request.n, torch.rand(1, generator=request.generator).item()))
+            return SelectionResult(positions=torch.arange(request.n))
+
+    def register_strategies(register):
+        register("looks", Looks, description="records what it is given")
+
+    def meddles(request):
+        request.context["written"] = True
+        request.pool.mul_(0)  # in place: the plugin's own pool tensor
+        request.n = 1
+        torch.rand(5, generator=request.generator)
+        return None
+
+    isolated_pm.register(_plugin("strategy", register_strategies=register_strategies), name="strategy")
+    clean = Selector(Settings(strategy="looks"), plugin_manager=isolated_pm)
+    clean.select(2, 3, torch.arange(10, 20), lambda p: p)
+    isolated_pm.register(_plugin("meddles", select_real_batch=meddles), name="meddles")
+    sel = Selector(Settings(strategy="looks"), plugin_manager=isolated_pm)
+    picks = sel.select(2, 3, torch.arange(10, 20), lambda p: p)
+    assert seen[1] == seen[0] == ({}, list(range(10, 20)), 3, seen[0][3])
+    assert picks.tolist() == [0, 1, 2]
+
+
+def _wrapped_calls(isolated_pm, observers):
+    events = []
+
+    def wrapping(record):
+        events.append(("before", record.class_id))
+        result = yield
+        events.append(("after", record.class_id))
+        return result
+
+    wrapper = types.ModuleType("wrapping")
+    wrapper.selection_done = hookimpl(wrapper=True)(wrapping)
+    isolated_pm.register(wrapper, name="wrapping")
+    for name in observers:
+        isolated_pm.register(_plugin(name, selection_done=lambda record, name=name: events.append((name, record.class_id))), name=name)
+    Selector(Settings(strategy="random"), plugin_manager=isolated_pm).select(5, 2, torch.arange(10), lambda p: p)
+    return events
+
+
+def test_a_selection_done_wrapper_wraps_each_observer_call(isolated_pm):
+    events = _wrapped_calls(isolated_pm, ["one", "two"])
+    assert events == [("before", 5), ("two", 5), ("after", 5), ("before", 5), ("one", 5), ("after", 5)]
+
+
+def test_a_selection_done_wrapper_alone_sees_each_record_once(isolated_pm):
+    assert _wrapped_calls(isolated_pm, []) == [("before", 5), ("after", 5)]

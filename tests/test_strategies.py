@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from dream_plugin.clustering import nearest_unique, run_kmeans
 from dream_plugin.config import InitSettings, Settings
-from dream_plugin.host_state import assert_same_state, state_fingerprint
+from host_state_check import assert_same_state, state_fingerprint
 from dream_plugin.selector import Selector, derive_seed
 from dream_plugin.strategies import herding_order, kcenter_order
 
@@ -120,7 +120,7 @@ def test_unavailable_device_is_refused(make_selector, tiny_pool, tiny_net):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is available here")
     sel = make_selector(strategy="dream")
-    with pytest.raises(ValueError, match=r"device: 'cuda(:0)?' is not available here"):
+    with pytest.raises(ValueError, match=r"device: 'cuda(:0)?' was asked for but CUDA is not available here; pass the device"):
         sel.select(0, 3, torch.arange(60), lambda p: tiny_pool[p], embed=tiny_net.embed, device="cuda")
 
 

@@ -135,7 +135,7 @@ def run_arm(
     continues from a state saved there by an interrupted run (see :mod:`~dream_plugin.ab.runstate`).
     """
     adapter_class = adapter_class or default_adapter_class()
-    t = tensors or _device_tensors(data, device)
+    t = tensors or device_tensors(data, device)
     result = RunResult(arm=arm, seed=seed)
     start = time.perf_counter()
     seed_everything(seed)
@@ -327,7 +327,8 @@ def pixel_range(data: ImageDataset, device: torch.device) -> tuple[torch.Tensor,
     return (0 - mean) / std, (1 - mean) / std
 
 
-def _device_tensors(data: ImageDataset, device: torch.device) -> dict[str, Any]:
+def device_tensors(data: ImageDataset, device: torch.device) -> dict[str, Any]:
+    """The dataset's tensors on ``device``, moved once and shared by every arm of a run."""
     return {
         "images_all": data.train_images.to(device),
         "train_y": data.train_labels.to(device),

@@ -38,12 +38,12 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "git_commit": _git_commit(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "load_average_at_start": _loadavg(),
+        "load_average_at_start": loadavg(),
     }
     return env
 
 
-def _loadavg() -> list[float] | None:
+def loadavg() -> list[float] | None:
     """1/5/15-minute load averages (other processes on the machine slow every arm alike)."""
     try:
         return [round(v, 2) for v in os.getloadavg()]

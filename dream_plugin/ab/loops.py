@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..adapters.contract import HostLoopSampler
 from ..models import seeded_convnet
 from ..selector import derive_seed
 from .augment import augment
@@ -38,12 +39,8 @@ from .idc import decode_synset, idc_round
 from .validity import check_finite
 
 
-class Sampler(Protocol):
-    """What the loops need from an adapter (``dream_plugin.adapters.get_images.GetImagesAdapter``)."""
-
-    def init(self, c: int, n: int) -> torch.Tensor: ...
-    def match(self, c: int, n: int) -> torch.Tensor: ...
-    def bn(self, c: int, n: int) -> torch.Tensor: ...
+Sampler = HostLoopSampler
+"""What the loops draw through: the adapters' written interface (``init``/``match``/``bn`` and ``records``)."""
 
 
 def host_get_images(images_all: torch.Tensor, indices_class: Sequence[Sequence[int]]) -> Callable[[int, int], torch.Tensor]:

@@ -25,16 +25,16 @@ from ..data import ImageDataset, load_dataset
 from ..extras import require
 from ..paths import check_writable_folder
 from .aggregate import aggregate
-from .arm import RunResult, _device_tensors, default_adapter_class, run_arm
+from .arm import RunResult, device_tensors, default_adapter_class, run_arm
 from .config import AbConfig, ConfigError
-from .environment import _loadavg, environment
+from .environment import loadavg, environment
 from . import resume as resume_state
 from .output import RESULTS, RunInterrupted, prepare_out_dir, write_json_atomic, write_report
 from .ownership import OutLock
 from .runstate import RunStore
 from .names import arm_file_name
 
-logger = logging.getLogger("dream_plugin.ab")
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -182,7 +182,7 @@ def _run_ab(
     data = load_data(cfg)
     check_sizes(cfg, data)
     adapter_class = adapter_class or default_adapter_class()
-    tensors = _device_tensors(data, device)
+    tensors = device_tensors(data, device)
     env = environment(device)
     out_dir = Path(out or cfg.out or f"dream-ab-{time.strftime('%Y%m%d-%H%M%S')}")
     say = log or logger.info  # the command passes print; as a library, logging.getLogger('dream_plugin.ab')
@@ -208,7 +208,7 @@ def _run_ab(
                 raise
             raise _interrupted(cfg, data, env, time.perf_counter() - start, runs, out_dir) from None
     total = time.perf_counter() - start
-    env["load_average_at_end"] = _loadavg()
+    env["load_average_at_end"] = loadavg()
     results = _results(cfg, data, env, total, aggregate(cfg, runs))
     table = format_table(results)
     results["table"] = table

@@ -17,18 +17,20 @@ for the same generator state.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .centring import centre_far_problems
+from ..inputs import as_int
 from .distances import check_chunk_size, compute_dtype
-from .lloyd import assign, lloyd
-from .small_pools import SmallPoolGrams, rows_of
+from .lloyd import LloydOutcome, LoopOptions, PaddedRows, Start, assign, lloyd
+from .small_pools import SmallPoolGrams
 from .seeding import DEFAULT_SEEDING, blocked_seeds, check_n_local_trials, check_seeding, initial_centres, sampled_size, small_pool
-from .validation import KMeansResult, as_int, check_finite_rows, make_generator, validate_precision
+from .validation import (
+    KMeansResult, check_finite_rows, check_init_name, check_max_iter, check_tol, make_generator, validate_precision,
+)
 
 __all__ = ["BatchedKMeansResult", "kmeans_batched", "pad_problems"]
 
@@ -120,23 +122,31 @@ def _validate_batch(
     return x, lens, kk, gens
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """The checked options of one engine call (the same rules as :func:`~.kmeans`'s)."""
+
+    k: int
+    max_iter: int
+    tol: float
+    chunk_size: int
+    precision: str
+    seeding: str
+    n_local_trials: int | None
+
+    @property
+    def loop(self) -> LoopOptions:
+        return LoopOptions(self.k, self.max_iter, self.chunk_size, self.precision)
+
+
 def _validate_options(
-    max_iter: object, tol: object, chunk_size: int, precision: str, n_local_trials: object, seeding: str,
-    init: object,
-) -> tuple[int, float, int, str, int | None, str]:
-    """The checked ``(max_iter, tol, chunk_size, precision, n_local_trials, seeding method)``."""
-    mi = as_int(max_iter, "max_iter")
-    if mi < 1:
-        raise ValueError(f"max_iter must be >= 1, got {mi}")
-    tol = float(tol)  # type: ignore[arg-type]
-    if not tol >= 0 or math.isinf(tol):
-        raise ValueError(f"tol must be a finite float >= 0, got {tol!r}")
-    if isinstance(init, str) and init not in ("k-means++", "k-means++-sampled", "random"):
-        raise ValueError(
-            f"unknown init {init!r}; allowed: 'k-means++', 'k-means++-sampled', 'random' or a (B, K, D) tensor"
-        )
-    return (mi, tol, check_chunk_size(chunk_size), validate_precision(precision),
-            check_n_local_trials(n_local_trials), check_seeding(seeding))
+    k: int, max_iter: object, tol: object, chunk_size: object, precision: object, seeding: object,
+    n_local_trials: object, init: object,
+) -> EngineOptions:
+    mi, tol_f = check_max_iter(max_iter), check_tol(tol)
+    check_init_name(init, "(B, K, D)")
+    return EngineOptions(k, mi, tol_f, check_chunk_size(chunk_size),  # type: ignore[arg-type]
+                         validate_precision(precision), check_seeding(seeding), check_n_local_trials(n_local_trials))
 
 
 def _row_mask(lens: list[int], n_max: int, device: torch.device) -> torch.Tensor:
@@ -144,12 +154,10 @@ def _row_mask(lens: list[int], n_max: int, device: torch.device) -> torch.Tensor
 
 
 
-def _prepare_rows(
-    x: torch.Tensor, lens: list[int], overwrite_x: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, bool]:
+def _prepare_rows(x: torch.Tensor, lens: list[int], overwrite_x: bool) -> tuple[PaddedRows, torch.Tensor | None, torch.Tensor]:
     """Compute-dtype rows with zero padding, centred when far from the origin (see :mod:`.centring`).
 
-    Returns ``(xf, |x|^2, mask, subtracted means or None, mean feature variance, padded)``.
+    Returns ``(rows, subtracted means or None, mean feature variance)``.
     """
     dev = x.device
     b, n_max, _ = x.shape
@@ -165,25 +173,24 @@ def _prepare_rows(
             owned = True
     check_finite_rows(xf)  # padded rows are zero by now: only real rows can fail
     xf, x_sq, mu, mean_var = centre_far_problems(xf, lens, mask if padded else None, owned)
-    return xf, x_sq, mask, mu, mean_var, padded
+    return PaddedRows(xf, x_sq, mask, lens), mu, mean_var
 
 
 def _start(
-    init: str | torch.Tensor, xf: torch.Tensor, x_sq: torch.Tensor, lens: list[int], k: int,
-    gens: list[torch.Generator], mu: torch.Tensor | None, method: str, n_local_trials: int | None,
-    grams: SmallPoolGrams,
-) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
-    """The starting centroids ``(B, K, D)`` in the (possibly centred) frame of ``xf``, the rows'
-    assignment to them when the seeding computed it anyway (``'blocked'``), else None, and the
-    seeds' row indices ``(B, K)`` when the centroids are rows of ``xf`` (``'blocked'``), else None."""
+    init: str | torch.Tensor, rows: PaddedRows, gens: list[torch.Generator], mu: torch.Tensor | None,
+    options: EngineOptions, grams: SmallPoolGrams,
+) -> Start:
+    """The starting centroids ``(B, K, D)`` in the (possibly centred) frame of ``rows``, with the
+    rows' assignment to them and the seeds' row indices when the seeding computed them (``'blocked'``)."""
+    xf, x_sq, lens, k = rows.x, rows.sq, rows.lens, options.k
     b, _, d = xf.shape
     if isinstance(init, str) and init == "k-means++-sampled" and all(sampled_size(k) >= n for n in lens):
         init = "k-means++"  # no problem is larger than the sample: the same draws and seeds as k-means++
-    if isinstance(init, str) and init == "k-means++" and method == "blocked":
-        idx, labels, dist = blocked_seeds(xf, x_sq, lens, k, gens, n_local_trials, grams)
-        return torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, d)), (labels, dist), idx
+    if isinstance(init, str) and init == "k-means++" and options.seeding == "blocked":
+        idx, labels, dist = blocked_seeds(xf, x_sq, lens, k, gens, options.n_local_trials, grams)
+        return Start(torch.gather(xf, 1, idx.unsqueeze(2).expand(-1, -1, d)), (labels, dist), idx)
     if not isinstance(init, torch.Tensor):
-        return initial_centres(xf, x_sq, lens, k, gens, init, method, n_local_trials), None, None
+        return Start(initial_centres(xf, x_sq, lens, k, gens, init, options.seeding, options.n_local_trials))
     if tuple(init.shape) != (b, k, d):
         raise ValueError(f"init tensor must have shape (B, K, D) = {(b, k, d)}, got {tuple(init.shape)}")
     if init.device != xf.device:
@@ -191,7 +198,7 @@ def _start(
     if not bool(torch.isfinite(init).all()):
         raise ValueError("init tensor contains NaN or inf values")
     centers = init.detach().to(xf.dtype)
-    return (centers - mu if mu is not None else centers.clone()), None, None
+    return Start(centers - mu if mu is not None else centers.clone())
 
 
 def kmeans_batched(
@@ -226,65 +233,59 @@ def kmeans_batched(
       (x's contents are then not the input any more). Off by default: ``x`` is never written.
     """
     x, lens, k, gens = _validate_batch(x, lengths, n_clusters, generators)
-    mi, tol, chunk_size, precision, n_local_trials, method = _validate_options(
-        max_iter, tol, chunk_size, precision, n_local_trials, seeding, init)
+    options = _validate_options(k, max_iter, tol, chunk_size, precision, seeding, n_local_trials, init)
     x = x.detach()
-    xf, x_sq, mask, mu, mean_var, _ = _prepare_rows(x, lens, overwrite_x)
-    tol_abs = (tol * mean_var).tolist()  # per problem: the mean feature variance over its real rows
-    small = [b for b, n in enumerate(lens) if small_pool(n, k)] if precision == "fp32" else []
-    grams = SmallPoolGrams(xf, lens, small)
-    centers, first, seed_idx = _start(init, xf, x_sq, lens, k, gens, mu, method, n_local_trials, grams)
-    out_centers, n_iter, converged, assigned = _fit(xf, x_sq, mask, lens, centers, k, mi, tol_abs, chunk_size,
-                                                    precision, first, small, grams, seed_idx)
-    if assigned is not None:  # every problem stopped with unchanged labels: the last assignment is final
-        labels, dist = assigned
+    rows, mu, mean_var = _prepare_rows(x, lens, overwrite_x)
+    tol_abs = (options.tol * mean_var).tolist()  # per problem: the mean feature variance over its real rows
+    small = [b for b, n in enumerate(lens) if small_pool(n, k)] if options.precision == "fp32" else []
+    grams = SmallPoolGrams(rows.x, lens, small)
+    start = _start(init, rows, gens, mu, options, grams)
+    fitted = _fit(rows, start, tol_abs, options.loop, grams)
+    if fitted.assignment is not None:  # every problem stopped with unchanged labels: the last assignment is final
+        labels, dist = fitted.assignment
     else:  # final assignment in full precision: labels / inertia are those of the returned centroids
-        labels, dist = assign(xf, x_sq, out_centers, max(1, chunk_size // x.shape[0]))
+        labels, dist = assign(rows.x, rows.sq, fitted.centers, max(1, options.chunk_size // x.shape[0]))
+    mask, out_centers = rows.mask, fitted.centers
     labels = labels.masked_fill_(~mask, -1)
     inertia = (dist * mask).sum(1, dtype=torch.float64).tolist()
     return BatchedKMeansResult(
         centroids=(out_centers + mu if mu is not None else out_centers).to(x.dtype),
         labels=labels,
         inertia=[float(v) for v in inertia],
-        n_iter=n_iter,
-        converged=converged,
+        n_iter=fitted.n_iter,
+        converged=fitted.converged,
         lengths=lens,
     )
 
 
-def _fit(
-    xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
-    max_iter: int, tol_abs: list[float], chunk_size: int, precision: str,
-    first: tuple[torch.Tensor, torch.Tensor] | None, small: list[int], grams: SmallPoolGrams,
-    seed_idx: torch.Tensor | None = None,
-):
-    """The Lloyd loop for every problem: the small ones on their Gram matrices, the others by
-    products; each problem gets the same treatment alone and in a batch."""
+def _fit(rows: PaddedRows, start: Start, tol_abs: list[float], options: LoopOptions, grams: SmallPoolGrams) -> LloydOutcome:
+    """The Lloyd loop for every problem: the small ones (``grams.small``) on their Gram matrices,
+    the others by products; each problem gets the same treatment alone and in a batch."""
+    xf, mask, lens, k = rows.x, rows.mask, rows.lens, options.k
     b = xf.shape[0]
-    small_set = set(small)
-    groups = [(small, True), ([i for i in range(b) if i not in small_set], False)]
+    small_set = set(grams.small)
+    groups = [(grams.small, True), ([i for i in range(b) if i not in small_set], False)]
     groups = [(ids, use_gram) for ids, use_gram in groups if ids]
-    out_centers = centers.clone()
+    out_centers = start.centers.clone()
     n_iter, converged = [0] * b, [False] * b
     labels = torch.empty(mask.shape, dtype=torch.long, device=xf.device)
     dist = xf.new_empty(mask.shape)
     all_assigned = True
     for ids, use_gram in groups:
         n_g = max(lens[i] for i in ids)
-        sub_first = None if first is None else (rows_of(first[0], ids, n_g), rows_of(first[1], ids, n_g))
-        gram = grams.stack(ids, n_g) if use_gram else None
-        sub_idx = rows_of(seed_idx, ids, k) if use_gram and seed_idx is not None else None
-        res = lloyd(rows_of(xf, ids, n_g), rows_of(x_sq, ids, n_g), rows_of(mask, ids, n_g), [lens[i] for i in ids],
-                    rows_of(centers, ids, k), k, max_iter, [tol_abs[i] for i in ids], chunk_size, precision,
-                    first_assignment=sub_first, gram=gram, seed_rows=sub_idx)
+        sub_start = start.take(ids, n_g, k)
+        if not use_gram:
+            sub_start = Start(sub_start.centers, sub_start.assignment)  # seed rows serve the Gram path only
+        res = lloyd(rows.take(ids, n_g), sub_start, [tol_abs[i] for i in ids], options,
+                    gram=grams.stack(ids, n_g) if use_gram else None)
         if len(groups) == 1 and n_g == xf.shape[1]:  # every problem in this group, at full length
             return res
         for j, i in enumerate(ids):
-            out_centers[i], n_iter[i], converged[i] = res[0][j], res[1][j], res[2][j]
-        if res[3] is None:
+            out_centers[i], n_iter[i], converged[i] = res.centers[j], res.n_iter[j], res.converged[j]
+        if res.assignment is None:
             all_assigned = False
         else:
             sel = torch.tensor(ids, device=xf.device)
-            labels[sel, :n_g], dist[sel, :n_g] = res[3]
+            labels[sel, :n_g], dist[sel, :n_g] = res.assignment
             labels[sel, n_g:], dist[sel, n_g:] = 0, 0
-    return out_centers, n_iter, converged, ((labels, dist) if all_assigned else None)
+    return LloydOutcome(out_centers, n_iter, converged, (labels, dist) if all_assigned else None)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from ..inputs import as_int
+
 __all__ = ["check_chunk_size", "check_pair", "compute_dtype", "nearest_centroid", "promote", "row_sq_norms", "squared_distances"]
 
 #: Up to this many centroids the assignment computes ``c x^T`` (K x rows) instead of ``x c^T``:
@@ -34,8 +36,8 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def check_chunk_size(chunk_size: int) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    """``chunk_size`` as an int >= 1 (numpy integers accepted, as every integer option)."""
+    chunk_size = as_int(chunk_size, "chunk_size")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     return chunk_size

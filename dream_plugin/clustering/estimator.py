@@ -6,7 +6,8 @@ import torch
 
 from .backends import BACKEND_NAMES, run_kmeans
 from .distances import nearest_centroid
-from .validation import as_int, validate_x
+from ..inputs import as_int
+from .validation import validate_x
 
 __all__ = ["KMeans"]
 

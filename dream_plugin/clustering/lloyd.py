@@ -11,18 +11,75 @@ alone: its rows, its labels and its sums are the same whether it runs alone or i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .distances import TRANSPOSED_MAX_K
 from .grouping import count_by_label, flat_bins, sum_by_label
+from .small_pools import rows_of
 from .validation import matmul_precision
 
-__all__ = ["LloydOutcome", "assign", "lloyd", "update_with_empty_clusters"]
+__all__ = ["LloydOutcome", "LoopOptions", "PaddedRows", "Start", "assign", "lloyd", "update_with_empty_clusters"]
 
-LloydOutcome = tuple[torch.Tensor, list[int], list[bool], "tuple[torch.Tensor, torch.Tensor] | None"]
-"""``(centroids (B, K, D), n_iter, converged, assignment)``: ``assignment`` is ``(labels, squared
-distances)`` to the returned centroids when every problem stopped with unchanged float32 labels
-(then no final assignment is needed), else None."""
+Assignment = tuple[torch.Tensor, torch.Tensor]
+"""``(labels, squared distances)`` of every row to a set of centroids."""
+
+
+@dataclass(frozen=True)
+class PaddedRows:
+    """A padded batch of problems in the engine's frame: rows ``x`` ``(B, N, D)``, their squared
+    norms ``sq`` ``(B, N)``, the real rows ``mask`` ``(B, N)`` and each problem's real row count."""
+
+    x: torch.Tensor
+    sq: torch.Tensor
+    mask: torch.Tensor
+    lens: list[int]
+
+    def take(self, ids: list[int], m: int) -> PaddedRows:
+        """The problems ``ids``, cut to their first ``m`` rows (views when that is all of them)."""
+        return PaddedRows(rows_of(self.x, ids, m), rows_of(self.sq, ids, m), rows_of(self.mask, ids, m),
+                          [self.lens[i] for i in ids])
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """The checked options of the Lloyd loop: clusters per problem, iteration cap, rows per
+    chunk of the products and sums, and the products' arithmetic (:data:`~.validation.PRECISIONS`)."""
+
+    k: int
+    max_iter: int
+    chunk_size: int
+    precision: str
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where the loop starts: ``centers`` ``(B, K, D)``; the rows' ``assignment`` to them when the
+    seeding computed it (the first iteration then skips its product; fp32 only); ``seed_rows``
+    ``(B, K)`` when the centres are rows of the data (the Gram path reads their dot products)."""
+
+    centers: torch.Tensor
+    assignment: Assignment | None = None
+    seed_rows: torch.Tensor | None = None
+
+    def take(self, ids: list[int], m: int, k: int) -> Start:
+        """The start of the problems ``ids`` cut to ``m`` rows."""
+        first = None if self.assignment is None else (rows_of(self.assignment[0], ids, m), rows_of(self.assignment[1], ids, m))
+        seeds = None if self.seed_rows is None else rows_of(self.seed_rows, ids, k)
+        return Start(rows_of(self.centers, ids, k), first, seeds)
+
+
+@dataclass(frozen=True)
+class LloydOutcome:
+    """What the loop returns: ``centers`` ``(B, K, D)``, per problem ``n_iter`` and ``converged``,
+    and the rows' ``assignment`` to the returned centres when every problem stopped with unchanged
+    float32 labels (then no final assignment is needed), else None."""
+
+    centers: torch.Tensor
+    n_iter: list[int]
+    converged: list[bool]
+    assignment: Assignment | None
 
 
 def assign(
@@ -158,21 +215,17 @@ class _Gram:
 
 
 def lloyd(
-    xf: torch.Tensor, x_sq: torch.Tensor, mask: torch.Tensor, lens: list[int], centers: torch.Tensor, k: int,
-    max_iter: int, tol_abs: list[float], chunk_size: int, precision: str,
-    first_assignment: tuple[torch.Tensor, torch.Tensor] | None = None, gram: torch.Tensor | None = None,
-    seed_rows: torch.Tensor | None = None,
+    rows: PaddedRows, start: Start, tol_abs: list[float], options: LoopOptions, gram: torch.Tensor | None = None,
 ) -> LloydOutcome:
-    """Lloyd iterations from ``centers`` ``(B, K, D)`` for the padded problems ``xf`` ``(B, N, D)``.
+    """Lloyd iterations from ``start`` for the padded problems ``rows``.
 
-    ``mask`` marks the real rows (problem ``b`` owns ``[0, lens[b])``); ``tol_abs`` is each
-    problem's absolute tolerance on the summed squared centroid shift. ``first_assignment``:
-    ``(labels, squared distances)`` of the rows to ``centers`` when the seeding has them (then the
-    first iteration skips its product; fp32 only). ``gram``: the problems' ``X X^T`` ``(B, N, N)``
-    to take the distances from (fp32 only; see :class:`_Gram`), else products.
-    ``seed_rows``: ``(B, K)`` row indices when ``centers`` are rows of ``xf`` (the
-    seeding's picks), so the Gram path reads their dot products from ``gram`` instead of a product.
+    ``tol_abs`` is each problem's absolute tolerance on the summed squared centroid shift.
+    ``gram``: the problems' ``X X^T`` ``(B, N, N)`` to take the distances from (fp32 only; see
+    :class:`_Gram`), else products.
     """
+    xf, x_sq, mask, lens = rows.x, rows.sq, rows.mask, rows.lens
+    centers, first_assignment, seed_rows = start.centers, start.assignment, start.seed_rows
+    k, max_iter, chunk_size, precision = options.k, options.max_iter, options.chunk_size, options.precision
     dev = xf.device
     out = _Outcome(centers, xf.shape[1])
     fp32 = precision == "fp32"
@@ -293,7 +346,7 @@ class _Outcome:
 
     def outcome(self, exact: bool) -> LloydOutcome:
         strict = self.n_strict == len(self.n_iter) and exact
-        return self.centers, self.n_iter, self.converged, ((self.labels, self.dist) if strict else None)
+        return LloydOutcome(self.centers, self.n_iter, self.converged, (self.labels, self.dist) if strict else None)
 
 
 def _low_precision_copy(

@@ -9,17 +9,17 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
+from ..inputs import as_int
 from .distances import check_chunk_size
 
 __all__ = [
-    "INIT_METHODS", "PRECISIONS", "KMeansResult", "as_int", "make_generator", "matmul_precision",
-    "validate_common", "validate_init", "validate_precision", "validate_x",
+    "INIT_METHODS", "PRECISIONS", "KMeansResult", "check_init_name", "check_max_iter", "check_tol",
+    "make_generator", "matmul_precision", "validate_common", "validate_init", "validate_precision", "validate_x",
 ]
 
 #: String initialisations accepted by :func:`kmeans` (a ``(K, D)`` tensor is also allowed).
@@ -89,15 +89,6 @@ def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
             m.allow_tf32 = old_flag
 
 
-def as_int(value: object, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        return operator.index(value)  # accepts numpy integers too
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r}") from None
-
-
 def validate_x(x: object, check_finite: bool = True) -> torch.Tensor:
     """``x`` as a 2-D floating-point tensor with rows; ``check_finite``: also refuse NaN / inf values
     (:func:`kmeans` leaves that to the batched engine, which checks every real row once)."""
@@ -137,6 +128,34 @@ def check_finite_rows(x: torch.Tensor, mask: torch.Tensor | None = None) -> None
             raise ValueError(f"x contains NaN or inf values ({where}rows [{shown}{more})")
 
 
+def check_max_iter(max_iter: object) -> int:
+    """``max_iter`` as an int >= 1."""
+    mi = as_int(max_iter, "max_iter")
+    if mi < 1:
+        raise ValueError(f"max_iter must be >= 1, got {mi}")
+    return mi
+
+
+def check_tol(tol: object) -> float:
+    """``tol`` as a finite float >= 0: a real number, not a bool or a string."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a float >= 0, got {tol!r}")
+    tol_f = float(tol)
+    if not tol_f >= 0 or math.isinf(tol_f):  # also rejects NaN
+        raise ValueError(f"tol must be a finite float >= 0, got {tol!r}")
+    return tol_f
+
+
+def check_init_name(init: object, tensor_shape: str) -> None:
+    """A string ``init`` must be one of :data:`INIT_METHODS`; ``tensor_shape`` names the tensor
+    form the caller also accepts (``'(K, D)'`` for one problem, ``'(B, K, D)'`` for a batch)."""
+    allowed = f"{', '.join(map(repr, INIT_METHODS))} or a {tensor_shape} tensor of initial centroids"
+    if isinstance(init, str) and init not in INIT_METHODS:
+        raise ValueError(f"unknown init {init!r}; allowed: {allowed}")
+    if not isinstance(init, (str, torch.Tensor)):
+        raise ValueError(f"unknown init of type {type(init).__name__}; allowed: {allowed}")
+
+
 def validate_common(
     x: torch.Tensor, n_clusters: object, max_iter: object, tol: object, chunk_size: object
 ) -> tuple[int, int, float, int]:
@@ -144,31 +163,14 @@ def validate_common(
     n = x.shape[0]
     if k < 1 or k > n:
         raise ValueError(f"n_clusters must be between 1 and the number of rows of x ({n}), got {k}")
-    mi = as_int(max_iter, "max_iter")
-    if mi < 1:
-        raise ValueError(f"max_iter must be >= 1, got {mi}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise TypeError(f"tol must be a float >= 0, got {tol!r}")
-    tol_f = float(tol)
-    if not tol_f >= 0 or math.isinf(tol_f):  # also rejects NaN
-        raise ValueError(f"tol must be a finite float >= 0, got {tol!r}")
-    cs = check_chunk_size(chunk_size)  # type: ignore[arg-type]
-    return k, mi, tol_f, cs
+    return k, check_max_iter(max_iter), check_tol(tol), check_chunk_size(chunk_size)  # type: ignore[arg-type]
 
 
 def validate_init(init: object, x: torch.Tensor, k: int) -> str | torch.Tensor:
+    check_init_name(init, "(K, D)")
     if isinstance(init, str):
-        if init not in INIT_METHODS:
-            raise ValueError(
-                f"unknown init {init!r}; allowed: 'k-means++', 'random', 'k-means++-sampled', "
-                "or a (K, D) tensor of initial centroids"
-            )
         return init
-    if not isinstance(init, torch.Tensor):
-        raise ValueError(
-            f"unknown init of type {type(init).__name__}; allowed: 'k-means++', 'random', "
-            "or a (K, D) tensor of initial centroids"
-        )
+    assert isinstance(init, torch.Tensor)
     if not init.is_floating_point():
         raise TypeError(f"init tensor must be floating point, got dtype {init.dtype}")
     if tuple(init.shape) != (k, x.shape[1]):

@@ -23,7 +23,7 @@ from .config import DiagnoseConfig
 from .gradients import batch_gradient_stats, per_sample_gradients
 from .networks import build_network
 
-logger = logging.getLogger("dream_plugin.diagnose")
+logger = logging.getLogger(__name__)
 
 METRICS = ("cosine", "rel_error", "l1_distance", "mse_distance", "dc_distance", "distance", "batch_norm", "pool_norm")
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..checks import check_device
 from ..clustering.backends import BACKEND_NAMES
 from ..clustering.seeding import SEEDING_METHODS
 from ..paths import check_writable_file
@@ -105,18 +106,6 @@ def _load_failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {first[:120]}" if first else type(exc).__name__
 
 
-def _check_device(name: str) -> None:
-    """``--device`` must name a device that exists here, before any data is loaded."""
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"--device: {name!r} is not a torch device; expected cpu, cuda or cuda:<index>") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device: {name!r} was asked for but CUDA is not available here; use --device cpu")
-    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"--device: {name!r} does not exist here ({torch.cuda.device_count()} CUDA devices visible)")
-
-
 def _cmd_precompute(args: argparse.Namespace) -> int:
     try:
         return _precompute(args)
@@ -131,7 +120,7 @@ def _cmd_precompute(args: argparse.Namespace) -> int:
 def _precompute(args: argparse.Namespace) -> int:
     check_writable_file(args.out, "--out")
     if not args.synthetic:
-        _check_device(args.device)
+        check_device(args.device, "--device", advice="use --device cpu")  # before any data is loaded
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads: {args.threads} is not allowed; expected an integer >= 1")

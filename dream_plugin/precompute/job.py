@@ -28,7 +28,7 @@ from ..strategies.dream import KMeansOptions
 from .resume import class_file as _class_file
 from .resume import discard_untrusted, load_class, open_partial, save_class
 
-logger = logging.getLogger("dream_plugin")
+logger = logging.getLogger(__name__)
 
 _PARTIAL_SUFFIX = ".partial"
 
