@@ -6,10 +6,11 @@
 # evaluations both arms share (iteration 0) run once; the numbers are those of runs without it.
 #
 # Usage: benchmarks/regime/map.sh OUT_DIR [STEP ...]
-#   steps (default, in this order): sweeps wt-dc study-sweep study-dc wt-l1 diagnose
-#   also: wt-mse (the mse cell, not yet in docs/findings.md's table)
+#   steps (default, in this order): sweeps wt-dc study-sweep study-dc wt-l1 wt-mse wt-mse-extra stratified diagnose
 #   A step whose results.json exists is skipped, so an interrupted map continues where it stopped.
-#   python -m benchmarks.regime.summarize OUT_DIR/wt-* OUT_DIR/study-dc   # the table
+#   Later arms of a cell run in folders of their own and are pooled with it by (arm, seed):
+#   cd OUT_DIR && python -m benchmarks.regime.summarize wt-dc+wt-dc-strat wt-l1+wt-l1-strat \
+#     wt-mse+wt-mse-strat+wt-mse-dream wt-mse-b64 study-dc+study-dc-strat   # the table
 set -euo pipefail
 out=${1:?usage: map.sh OUT_DIR [STEP ...]}
 shift
@@ -30,14 +31,24 @@ ab() {
 sweeps() {  # the random arm alone, 6 outer iterations, final accuracy (iteration 0: 93.20 for seed 100)
   ab sweep-dc-0.1 --config "$wt" --metric dc --lr-img 0.1 --arms random --seed 100 --seeds 2 --eval-at 0 6
   ab sweep-dc-0.3 --config "$wt" --metric dc --lr-img 0.3 --arms random --seed 100 --seeds 2 --eval-at 6
-  for point in dc:0.03 l1:0.01 l1:0.03 l1:0.1 mse:0.3 mse:1 mse:3; do
+  for point in dc:0.03 l1:0.003 l1:0.01 l1:0.03 l1:0.1 mse:0.1 mse:0.3 mse:1 mse:3; do
     ab "sweep-${point/:/-}" --config "$wt" --metric "${point%%:*}" --lr-img "${point##*:}" --arms random \
       --seed 100 --seeds 1 --eval-at 6
   done
 }
 wt-dc() { ab wt-dc --config "$wt" --metric dc --lr-img 0.03 --seed 0 --seeds 5; }
-wt-l1() { ab wt-l1 --config "$wt" --metric l1 --lr-img 0.01 --seed 0 --seeds 3; }
-wt-mse() { ab wt-mse --config "$wt" --metric mse --lr-img 0.3 --seed 0 --seeds 3; }
+wt-l1() { ab wt-l1 --config "$wt" --metric l1 --lr-img 0.01 --seed 0 --seeds 5; }
+wt-mse() { ab wt-mse --config "$wt" --metric mse --lr-img 0.3 --seed 0 --seeds 5; }
+wt-mse-extra() {  # the cell with the largest effect: dream - init-only, and batch_real 64
+  ab wt-mse-dream --config "$wt" --metric mse --lr-img 0.3 --seed 0 --seeds 3 --arms init-only dream
+  ab wt-mse-b64 --config "$wt" --metric mse --lr-img 0.3 --seed 0 --seeds 3 --batch-real 64
+}
+stratified() {  # the stratified strategy's matching, paired with the cells' random and match-only arms
+  ab wt-mse-strat --config "$wt" --metric mse --lr-img 0.3 --seed 0 --seeds 5 --arms match:stratified
+  ab wt-l1-strat --config "$wt" --metric l1 --lr-img 0.01 --seed 0 --seeds 5 --arms match:stratified
+  ab wt-dc-strat --config "$wt" --metric dc --lr-img 0.03 --seed 0 --seeds 5 --arms match:stratified
+  ab study-dc-strat --config "$study" --metric dc --lr-img 0.3 --seeds 3 --eval-at 0 5 10 --arms match:stratified
+}
 study-sweep() {
   for lr in 0.1 0.3; do
     ab "study-sweep-dc-$lr" --config "$study" --metric dc --lr-img "$lr" --arms random --seed 100 --seeds 1 \
@@ -58,5 +69,5 @@ diagnose() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(sweeps wt-dc study-sweep study-dc wt-l1 diagnose)
+[ ${#steps[@]} -gt 0 ] || steps=(sweeps wt-dc study-sweep study-dc wt-l1 wt-mse wt-mse-extra stratified diagnose)
 for step in "${steps[@]}"; do "$step"; done
