@@ -136,9 +136,27 @@ def test_idc_config_errors_name_the_option():
 
 def test_quick_preset_depends_on_the_method():
     q = build_config(None, {"method": "idc"}, quick=True)
-    assert q.iterations == 4 and q.idc.inner_loop == 5
+    assert q.iterations == 4 and q.idc.inner_loop == 3
     assert build_config(None, {"method": "idc"}).iterations == 40
     assert build_config(None, {"method": "dm"}, quick=True).iterations == 20
+
+
+def test_quick_idc_does_no_more_work_than_its_measured_time_and_defaults_stay():
+    """--method idc --quick: per arm 12 inner steps (each a matching step per class and 2 network
+    steps on real data) and 90 evaluation epochs, the work its --help time was measured with."""
+    import argparse
+
+    from dream_plugin.ab.cli import add_ab_parser
+
+    q = build_config(None, {"method": "idc"}, quick=True)
+    assert q.iterations * q.idc.inner_loop == 12
+    assert -(-q.idc.n_data // q.idc.batch_net) == 2
+    assert len(q.eval_iterations) * q.eval.nets * q.eval.epochs == 3 * 2 * 15
+    full = build_config(None, {"method": "idc"})  # the non-quick defaults are untouched
+    assert (full.idc.inner_loop, full.idc.n_data, full.idc.batch_net, full.eval.epochs) == (10, 500, 128, 50)
+    sub = argparse.ArgumentParser().add_subparsers()
+    quick = next(a for a in add_ab_parser(sub)._actions if "--quick" in a.option_strings)
+    assert "--method idc (4 outer iterations of 3 inner steps, 15 evaluation epochs)" in quick.help
 
 
 # ---------------------------------------------------------------------------------------------- mosaic

@@ -183,3 +183,33 @@ def test_embed_input_raw_embeds_unnormalised_pixels(monkeypatch):
     with pytest.raises(ConfigError, match=r"embed_input \(--embed-input\): 'pixels' is not allowed; expected one of "
                                           r"normalized, raw"):
         DiagnoseConfig(embed_input="pixels").validate()
+
+
+def test_sizes_above_the_smallest_class_are_refused_naming_the_size(tmp_path, capsys):
+    counts = [int(p.numel()) for p in _pools()]
+    smallest = min(counts)
+    cfg = DiagnoseConfig(dataset="digits", networks=("fresh",), sizes=(4, smallest + 1), draws=2, width=8, depth=2)
+    want = (f"sizes (--sizes): {smallest + 1} is above the class size: class {counts.index(smallest)} of digits has "
+            f"{smallest} training images (the smallest class); expected batch sizes between 1 and {smallest}")
+    with pytest.raises(ConfigError) as err:
+        run_diagnose(cfg, write=False)
+    assert str(err.value) == want
+    out = tmp_path / "out"
+    assert main(["diagnose", "--dataset", "digits", "--sizes", "4", str(smallest + 1), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"dream-plugin: error: {want}"
+    assert not out.exists()  # refused before any work
+    # the smallest class's size itself is a valid batch: the whole class
+    res = run_diagnose(DiagnoseConfig(dataset="digits", networks=("fresh",), strategies=("random", "dream"),
+                                      sizes=(smallest,), draws=2, width=8, depth=2), write=False)
+    assert {r["n"] for r in res["networks"][0]["rows"]} == {smallest}
+
+
+def test_diagnose_shows_progress_on_stderr_unless_no_progress(tmp_path, capsys):
+    args = ["diagnose", "--dataset", "digits", "--networks", "fresh", "--strategies", "random", "--sizes", "4",
+            "--draws", "2", "--width", "8", "--depth", "2"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert "diagnose:" in captured.err and "10/10 [" in captured.err  # a bar over every (network, class)
+    assert "network fresh: test accuracy" in captured.out
+    assert main([*args, "--no-progress", "--out", str(tmp_path / "b")]) == 0
+    assert "diagnose:" not in capsys.readouterr().err

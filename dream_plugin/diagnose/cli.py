@@ -27,7 +27,8 @@ def add_diagnose_parser(sub: Any) -> argparse.ArgumentParser:
                         f"(default: {' '.join(d.networks)})")
     p.add_argument("--strategies", nargs="+", default=list(d.strategies), metavar="NAME",
                    help=f"among {', '.join(STRATEGIES)}")
-    p.add_argument("--sizes", nargs="+", type=int, default=list(d.sizes), metavar="N", help="batch sizes")
+    p.add_argument("--sizes", nargs="+", type=int, default=list(d.sizes), metavar="N",
+                   help="batch sizes, each at most the smallest class's number of training images")
     p.add_argument("--draws", type=int, default=d.draws, help="random batches per class and size")
     p.add_argument("--subsample", type=int, default=d.subsample, help="DREAM+ s (dream+ strategy)")
     p.add_argument("--width", type=int, default=d.width, help="ConvNet width (fresh, trained, checkpoint)")
@@ -40,6 +41,7 @@ def add_diagnose_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:<i>")
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default dream-diagnose-<timestamp>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_diagnose)
     return p
 
@@ -52,7 +54,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                          subsample=args.subsample, width=args.width, depth=args.depth, metric=args.metric,
                          embed_input=args.embed_input,
                          seed=args.seed, device=args.device).validate()
-    results = run_diagnose(cfg, out=args.out, say=print)
+    results = run_diagnose(cfg, out=args.out, say=print, progress=not args.no_progress)
     print()
     print(results["table"])
     print(f"\nwrote {results['out']}/diagnose.json, diagnose.png (total {results['total_seconds']:.1f} s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ..ab.evaluate import accuracy
-from ..config import parse_settings
+from ..config import ConfigError, parse_settings
 from ..data import ImageDataset, load_dataset
 from ..embedding import embed_images, resolve_embedder
 from ..manager import build_plugin_manager
@@ -77,11 +78,26 @@ class _ClassPool:
         slot["grad_norm"] += self.norms[positions].tolist()
 
 
+def check_sizes(cfg: DiagnoseConfig, data: ImageDataset) -> None:
+    """Every batch size must fit the smallest class: a size above it has no batch to measure there.
+
+    Raises :class:`~dream_plugin.config.ConfigError` naming the size and the class sizes."""
+    counts = [int(p.numel()) for p in data.class_indices()]
+    smallest = min(counts)
+    too_big = [n for n in cfg.sizes if n > smallest]
+    if too_big:
+        c = counts.index(smallest)
+        raise ConfigError(f"sizes (--sizes): {too_big[0]} is above the class size: class {c} of {data.name} has "
+                          f"{smallest} training images (the smallest class); expected batch sizes between 1 and "
+                          f"{smallest}")
+
+
 def diagnose_network(
     spec: str, cfg: DiagnoseConfig, data: ImageDataset, device: torch.device,
-    say: Callable[[str], None] = lambda _m: None,
+    say: Callable[[str], None] = lambda _m: None, bar: Any = None,
 ) -> dict[str, Any]:
-    """Every class x strategy x size for one network; per-sample distributions at the largest size."""
+    """Every class x strategy x size for one network; per-sample distributions at the largest size.
+    ``bar`` (a tqdm bar, or None) advances by one per class."""
     start = time.perf_counter()
     net = build_network(spec, cfg, data, device)
     embedder, _ = resolve_embedder(net)
@@ -96,6 +112,8 @@ def diagnose_network(
         feats = embed_images(embedder, seen, network=net)  # once per class: every strategy clusters these
         cp = _ClassPool(c, pool, losses, grads, layout, feats, cfg.metric)
         _diagnose_class(cp, cfg, selectors, device, cells, samples)
+        if bar is not None:
+            bar.update(1)
     rows = _rows(cells, cfg.strategies)
     dist = {name: {k: _summary(v) for k, v in d.items()} for name, d in samples.items()}
     acc = accuracy(net, data.test_images.to(device), data.test_labels.to(device))
@@ -111,9 +129,7 @@ def _diagnose_class(cp: _ClassPool, cfg: DiagnoseConfig, selectors: dict[str, Se
     """Add one class's cell of every (strategy, size) to ``cells``, and its picks at the largest size to ``samples``."""
     hist_n = max(cfg.sizes)
     cp.keep(samples, "pool", torch.arange(cp.size))
-    for n in cfg.sizes:
-        if n > cp.size:
-            continue
+    for n in cfg.sizes:  # each fits the class: check_sizes refused larger ones before any work
         random_stats = _random_draws(cp, n, cfg, cells, samples)
         for name, sel in selectors.items():
             if name == "dream+" and n % cfg.subsample:
@@ -257,11 +273,25 @@ def save_plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
+def _above(bar: Any, say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say`` printing above the progress bar instead of through it."""
+    def write(message: str) -> None:
+        if bar.disable:
+            say(message)
+        else:
+            with bar.external_write_mode():
+                say(message)
+    return write
+
+
 def run_diagnose(
     cfg: DiagnoseConfig, *, out: str | Path | None = None, write: bool = True,
-    say: Callable[[str], None] | None = None,
+    say: Callable[[str], None] | None = None, progress: bool = False,
 ) -> dict[str, Any]:
-    """Diagnose every configured network; write diagnose.json (first) and diagnose.png to ``out``."""
+    """Diagnose every configured network; write diagnose.json (first) and diagnose.png to ``out``.
+
+    ``progress`` shows a bar on stderr over every (network, class); a batch size above the smallest
+    class is refused before any work (:func:`check_sizes`)."""
     cfg.validate()
     from ..ab.runner import resolve_device
 
@@ -273,10 +303,18 @@ def run_diagnose(
         torch.set_num_threads(cfg.threads)
     try:
         data = load_dataset(cfg.dataset, root=cfg.root)
+        check_sizes(cfg, data)
         say(f"dream-plugin diagnose on {data.name}: networks {', '.join(cfg.networks)}; strategies "
             f"{', '.join(cfg.strategies)}; sizes {list(cfg.sizes)}; {cfg.draws} random draws; device {device}")
         start = time.perf_counter()
-        nets = [diagnose_network(spec, cfg, data, device, say) for spec in cfg.networks]
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cfg.networks) * data.num_classes, desc="diagnose", unit="class",
+                   disable=not progress, file=sys.stderr)
+        try:
+            nets = [diagnose_network(spec, cfg, data, device, _above(bar, say), bar) for spec in cfg.networks]
+        finally:
+            bar.close()
     finally:
         torch.set_num_threads(threads)
     import dataclasses
