@@ -112,13 +112,14 @@ def test_diagnose_runs_end_to_end_on_digits(tmp_path):
                 random_row = next(x for x in net["rows"] if x["strategy"] == "random" and x["n"] == r["n"])
                 # vs random: the strategy's distance minus the random draws' mean, class by class
                 assert r["vs_random"] == pytest.approx(r["distance"] - random_row["distance"], abs=1e-9)
-        preds = {(p["strategy"], p["n"]): p for p in net["predictions"]}
+        preds = {(p["strategy"], p["n"]): p for p in net["comparisons"]}
         assert set(preds) == {(s, n) for s in cfg.strategies if s != "random" for n in cfg.sizes}
         for p in preds.values():
-            assert p["metric"] == "dc" and p["predicts"] == ("helps" if p["vs_random"] < 0 else "does not help")
+            assert p["metric"] == "dc" and p["closer_than_random"] == (p["vs_random"] < 0)
         assert set(net["distributions"]) == {"pool", "random", "dream", "dream+", "herding", "kcenter"}
         assert net["distributions"]["pool"]["loss"]["count"] == sum(int(p.numel()) for p in _pools())
     assert "network fresh" in res["table"] and "dc dist" in res["table"]
+    assert "does not forecast an A/B result" in res["table"] and "predicts" not in res["table"]
     assert "by dc at n=8: dream's batches are" in res["table"]
 
 

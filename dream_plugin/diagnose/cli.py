@@ -16,8 +16,8 @@ def add_diagnose_parser(sub: Any) -> argparse.ArgumentParser:
         help="how well each strategy's batch gradient stands for the whole class (no distillation)",
         description="For each network, class, strategy and batch size: the loss gradient on the selected batch "
         "vs the gradient on the whole class pool (cosine, relative error, the l1 / mse / dc matching distances), "
-        "each strategy's distance by --metric against random draws' (a negative 'vs random' predicts that "
-        "matching with that strategy helps), and the per-sample loss and gradient-norm distributions of the "
+        "each strategy's distance by --metric against random draws' (negative 'vs random': closer than random; "
+        "this describes the batches and does not forecast an A/B result, docs/findings.md), and the per-sample loss and gradient-norm distributions of the "
         "picks. Writes diagnose.json and diagnose.png.",
     )
     p.add_argument("--dataset", default=d.dataset, help="mnist (embedded subset) | digits | folder | torchvision:<Name>")
