@@ -71,7 +71,7 @@ def fake_dists(monkeypatch):
 
 def test_builtin_strategies_are_registered_with_their_source(isolated_pm):
     found = collect_strategies(isolated_pm)
-    assert set(found) == {"random", "dream", "stratified", "herding", "kcenter", "precomputed"}
+    assert set(found) == {"random", "dream", "herding", "kcenter", "precomputed"}
     assert {s.plugin for s in found.values()} == {"dream_plugin.builtin"}
     assert {s.distribution for s in found.values()} == {"built-in"}
 

@@ -137,7 +137,7 @@ def test_herding_first_pick_is_nearest_the_mean_and_kcenter_spreads():
     assert kcenter_order(x, 2).tolist() == [2, 3]  # starts nearest the mean, then the farthest
 
 
-STRATEGIES = ["random", "dream", "stratified", "herding", "kcenter"]
+STRATEGIES = ["random", "dream", "herding", "kcenter"]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -164,7 +164,7 @@ def test_picks_are_n_unique_positions_and_reproducible(isolated_pm, name, size, 
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
-@pytest.mark.parametrize("name", ["dream", "stratified", "herding", "kcenter"])
+@pytest.mark.parametrize("name", ["dream", "herding", "kcenter"])
 def test_selection_leaves_host_state_untouched(make_selector, tiny_pool, tiny_net, mode, name):
     tiny_net.train(mode == "train")
     tiny_net.classifier.weight.requires_grad_(False)

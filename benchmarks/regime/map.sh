@@ -6,16 +6,18 @@
 # evaluations both arms share (iteration 0) run once; the numbers are those of runs without it.
 #
 # Usage: benchmarks/regime/map.sh OUT_DIR [STEP ...]
-#   steps (default, in this order): sweeps wt-dc study-sweep study-dc wt-l1 wt-mse wt-mse-extra stratified diagnose
+#   steps (default, in this order): sweeps wt-dc study-sweep study-dc wt-l1 wt-mse wt-mse-extra digits diagnose
+#   also: stratified (needs commit 2d43255, where the strategy lives)
 #   A step whose results.json exists is skipped, so an interrupted map continues where it stopped.
 #   Later arms of a cell run in folders of their own and are pooled with it by (arm, seed):
-#   cd OUT_DIR && python -m benchmarks.regime.summarize wt-dc+wt-dc-strat wt-l1+wt-l1-strat \
-#     wt-mse+wt-mse-strat+wt-mse-dream wt-mse-b64 study-dc+study-dc-strat   # the table
+#   cd OUT_DIR && python -m benchmarks.regime.summarize wt-dc wt-l1 wt-mse+wt-mse-dream wt-mse-b64 \
+#     digits-mse study-dc   # the table (add +wt-mse-strat, +wt-dc-strat after the stratified step)
 set -euo pipefail
 out=${1:?usage: map.sh OUT_DIR [STEP ...]}
 shift
 here="$(cd "$(dirname "$0")" && pwd)"
 wt="$here/well-trained.yaml"
+wtd="$here/well-trained-digits.yaml"
 study="$here/../idc/mnist.yaml"
 cache="$out/cache"
 mkdir -p "$out"
@@ -43,11 +45,16 @@ wt-mse-extra() {  # the cell with the largest effect: dream - init-only, and bat
   ab wt-mse-dream --config "$wt" --metric mse --lr-img 0.3 --seed 0 --seeds 3 --arms init-only dream
   ab wt-mse-b64 --config "$wt" --metric mse --lr-img 0.3 --seed 0 --seeds 3 --batch-real 64
 }
-stratified() {  # the stratified strategy's matching, paired with the cells' random and match-only arms
+digits() {  # the replication of the mse cell on the 8x8 digits: lr_img chosen on the random arm alone
+  for lr in 0.01 0.03 0.1 0.3 1; do
+    ab "sweep-digits-mse-$lr" --config "$wtd" --metric mse --lr-img "$lr" --arms random --seed 100 --seeds 1 \
+      --eval-at 0 6
+  done
+  ab digits-mse --config "$wtd" --metric mse --lr-img 0.03 --seed 0 --seeds 5   # the best of the sweep
+}
+stratified() {  # the stratified strategy's matching (measured, then removed: run this step at commit 2d43255)
   ab wt-mse-strat --config "$wt" --metric mse --lr-img 0.3 --seed 0 --seeds 5 --arms match:stratified
-  ab wt-l1-strat --config "$wt" --metric l1 --lr-img 0.01 --seed 0 --seeds 5 --arms match:stratified
-  ab wt-dc-strat --config "$wt" --metric dc --lr-img 0.03 --seed 0 --seeds 5 --arms match:stratified
-  ab study-dc-strat --config "$study" --metric dc --lr-img 0.3 --seeds 3 --eval-at 0 5 10 --arms match:stratified
+  ab wt-dc-strat --config "$wt" --metric dc --lr-img 0.03 --seed 0 --seeds 3 --arms match:stratified
 }
 study-sweep() {
   for lr in 0.1 0.3; do
@@ -69,5 +76,5 @@ diagnose() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(sweeps wt-dc study-sweep study-dc wt-l1 wt-mse wt-mse-extra stratified diagnose)
+[ ${#steps[@]} -gt 0 ] || steps=(sweeps wt-dc study-sweep study-dc wt-l1 wt-mse wt-mse-extra digits diagnose)
 for step in "${steps[@]}"; do "$step"; done

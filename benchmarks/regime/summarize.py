@@ -1,7 +1,7 @@
 """The regime map's table (docs/findings.md) from `dream-plugin ab` output folders.
 
 Usage (from the repository root): python -m benchmarks.regime.summarize CELL [CELL ...]
-A CELL is one output folder, or several joined by '+' (e.g. wt-l1+wt-l1-seeds34+wt-l1-stratified): runs of
+A CELL is one output folder, or several joined by '+' (e.g. wt-mse+wt-mse-s34+wt-mse-dream): runs of
 one configuration that differ only in their arms and seeds, pooled by (arm, seed) -- the runs are
 deterministic, so an arm run later for the same seeds pairs with the arms run before.
 One row per matching-only pair of each cell: the cell (folder name), distance, batch_real, seeds,

@@ -170,7 +170,7 @@ class AbConfig:
         """The selector settings of one arm (the only thing that differs between arms)."""
         strategy, init_strategy = arm_strategies(arm) or (arm, arm)
         data = deep_merge(
-            {"options": {"dream": {"interval": self.interval}, "stratified": {"interval": self.interval}}},
+            {"options": {"dream": {"interval": self.interval}}},
             dict(self.selector),
         )
         if arm == "dream+":

@@ -5,10 +5,9 @@ from .coreset import HerdingStrategy, KCenterStrategy, herding_order, kcenter_or
 from .dream import DreamOptions, DreamStrategy, KMeansOptions
 from .precomputed import PrecomputedOptions, PrecomputedStrategy
 from .random import RandomStrategy
-from .stratified import StratifiedOptions, StratifiedStrategy, proportional_draw
 
 BUILTIN_STRATEGIES: tuple[type[Strategy], ...] = (
-    RandomStrategy, DreamStrategy, StratifiedStrategy, HerdingStrategy, KCenterStrategy, PrecomputedStrategy,
+    RandomStrategy, DreamStrategy, HerdingStrategy, KCenterStrategy, PrecomputedStrategy,
 )
 
 __all__ = [
@@ -24,9 +23,6 @@ __all__ = [
     "PrecomputedStrategy",
     "RandomStrategy",
     "Strategy",
-    "StratifiedOptions",
-    "StratifiedStrategy",
     "herding_order",
     "kcenter_order",
-    "proportional_draw",
 ]
