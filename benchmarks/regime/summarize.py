@@ -75,7 +75,9 @@ def rows(spec: str) -> list[str]:
     for pair in res["paired"]:
         t, r = pair["treatment"], pair["reference"]
         ref = res["arms"][r]
-        curve = {p["iteration"]: p["mean"] for p in ref["curve"]}
+        runs = [run for run in ref["runs"] if run["seed"] in pair["seeds"]]  # the pair's seeds only
+        curve = {p["iteration"]: float(np.mean([np.mean(run["curve"][i]["accs"]) for run in runs]))
+                 for i, p in enumerate(runs[0]["curve"])}
         best_it = max(curve, key=lambda it: curve[it])
         final_it = max(curve)
         declines = curve[final_it] < curve[best_it]
