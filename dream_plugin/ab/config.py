@@ -269,10 +269,8 @@ class AbConfig:
 
     def _check_selectors(self) -> None:
         """Build each arm's selector once, so unknown strategies or options fail before any work."""
-        from ..manager import build_plugin_manager
+        from ..manager import build_plugin_manager, collect_strategies
         from ..selector import Selector
-
-        from ..manager import collect_strategies
 
         pm = None
         for arm in self.arms:

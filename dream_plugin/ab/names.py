@@ -38,14 +38,6 @@ def arm_strategies(arm: str) -> tuple[str, str] | None:
     return {"match": (name, "random"), "init": ("random", name)}.get(kind)
 
 
-def arm_description(arm: str) -> str:
-    """One line on what ``arm`` does (named arms have their own)."""
-    if arm in ARM_DESCRIPTIONS:
-        return ARM_DESCRIPTIONS[arm]
-    match, init = arm_strategies(arm) or ("?", "?")
-    return f"{init} init, {match} matching batches"
-
-
 def arm_file_name(arm: str) -> str:
     """``arm`` as a file-name part (``match:S`` -> ``match-S``)."""
     return arm.replace(":", "-")

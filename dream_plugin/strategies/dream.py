@@ -126,7 +126,7 @@ class _EmbeddingEntry:
 
 
 @dataclass
-class SelectionPlan:
+class _Plan:
     """What one request needs: a cached answer, or a re-clustering into ``k`` groups."""
 
     request: SelectionRequest
@@ -190,11 +190,11 @@ class DreamStrategy(EmbeddingStrategy):
         return feats, seconds
 
     # -- planning ---------------------------------------------------------------------------------
-    def _plan(self, request: SelectionRequest) -> SelectionPlan:
+    def _plan(self, request: SelectionRequest) -> _Plan:
         opts: DreamOptions = self.options
         key = (request.kind, request.class_id, request.n, request.pool_size)
         cached = self._cache.get(key)
-        plan = SelectionPlan(request=request, key=key, cached=cached)
+        plan = _Plan(request=request, key=key, cached=cached)
         if request.kind == "match" and cached is not None and cached.calls % opts.interval != 0:
             cached.calls += 1
             plan.answer = SelectionResult(positions=cached.positions.clone(), reclustered=False)
@@ -209,14 +209,14 @@ class DreamStrategy(EmbeddingStrategy):
         plan.s, plan.k = s, request.n // s
         return plan
 
-    def _warm(self, plan: SelectionPlan, feats: torch.Tensor) -> torch.Tensor | None:
+    def _warm(self, plan: _Plan, feats: torch.Tensor) -> torch.Tensor | None:
         c = plan.cached
         if self.options.warm_start and c is not None and c.centroids.shape == (plan.k, feats.shape[1]):
             return c.centroids.to(feats.device, feats.dtype)
         return None
 
     def _finish(
-        self, plan: SelectionPlan, feats: torch.Tensor, result: KMeansResult, embed_seconds: float, cluster_start: float,
+        self, plan: _Plan, feats: torch.Tensor, result: KMeansResult, embed_seconds: float, cluster_start: float,
         batched: int = 1,
     ) -> SelectionResult:
         chunk = self.options.kmeans.chunk_size
@@ -263,7 +263,7 @@ class DreamStrategy(EmbeddingStrategy):
         """
         opts: DreamOptions = self.options
         results: list[SelectionResult | None] = [None] * len(requests)
-        todo: list[tuple[int, SelectionPlan]] = []
+        todo: list[tuple[int, _Plan]] = []
         for i, req in enumerate(requests):
             plan = self._plan(req)
             if plan.answer is not None:
@@ -299,7 +299,7 @@ class DreamStrategy(EmbeddingStrategy):
                 results[i] = self._finish(plan, feats, res.result(b), secs, t0, batched=len(members))
         return results  # type: ignore[return-value]
 
-    def _select_planned(self, plan: SelectionPlan) -> SelectionResult:
+    def _select_planned(self, plan: _Plan) -> SelectionResult:
         opts: DreamOptions = self.options
         request = plan.request
         feats, embed_seconds = self.embed_pool(request)
