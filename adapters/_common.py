@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 import torch
 
-from dream_plugin.observers import attach
-from dream_plugin.selector import Selector
+from dream_plugin.hosts.observers import attach
+from dream_plugin.core.selector import Selector
 
 from .network import NetworkSource
 
@@ -27,7 +27,7 @@ random arm *is* the host's own random draw, so it stays bit-identical to the unm
 
 def default_selector(selector: Selector | None) -> Selector:
     """The adapter's selector (default: from $DREAM_PLUGIN_CONFIG / environment), with the shipped
-    observers its settings switch on attached (records file, logging summary; see dream_plugin.observers)."""
+    observers its settings switch on attached (records file, logging summary; see dream_plugin.hosts.observers)."""
     if selector is None:
         selector = Selector()
     elif not isinstance(selector, Selector):

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
-    from dream_plugin.requests import SelectionRecord
-    from dream_plugin.selector import Selector
+    from dream_plugin.core.requests import SelectionRecord
+    from dream_plugin.core.selector import Selector
 
 __all__ = ["Adapter", "HostLoopSampler", "KindSampler"]
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
-from dream_plugin.selector import Selector
+from dream_plugin.core.selector import Selector
 
 from ._common import check_class_n, default_selector, select_positions
 from .network import NetworkSource

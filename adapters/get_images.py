@@ -42,9 +42,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from dream_plugin.inputs import check_pool_not_empty
-from dream_plugin.requests import CALL_KINDS
-from dream_plugin.selector import Selector
+from dream_plugin.common.inputs import check_pool_not_empty
+from dream_plugin.core.requests import CALL_KINDS
+from dream_plugin.core.selector import Selector
 
 from ._common import HOST_SAMPLER, check_class_n, default_selector, host_call, select_positions, uses_host
 from .host_answer import HostSamplerError, check_answer, check_class, whole_pool_note

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from dream_plugin.selector import Selector
+from dream_plugin.core.selector import Selector
 
 from ._common import as_sizes, check_class_n, default_selector, host_call, select_positions, uses_host
 from .network import NetworkSource

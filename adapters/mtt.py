@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from dream_plugin.selector import Selector
+from dream_plugin.core.selector import Selector
 
 from ._common import default_selector, uses_host
 from .generic import RepresentativeBatchSampler

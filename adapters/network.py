@@ -17,8 +17,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from dream_plugin.embedding import resolve_embedder, unwrap_network
-from dream_plugin.host_state import preserved_rng
+from dream_plugin.engine.embedding import resolve_embedder, unwrap_network
+from dream_plugin.engine.host_state import preserved_rng
 
 __all__ = ["NetworkSource", "ResolvedNetwork", "NoNetworkError", "make_normalizer"]
 
@@ -96,7 +96,7 @@ class NetworkSource:
         For hosts whose sampler returns raw images (IDC): a callable, or ``(mean, std)``, applied
         to images before embedding only (the host still receives raw images).
     method:
-        Embedding method for :func:`dream_plugin.embedding.resolve_embedder` ('auto' by default).
+        Embedding method for :func:`dream_plugin.engine.embedding.resolve_embedder` ('auto' by default).
     """
 
     def __init__(

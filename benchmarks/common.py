@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from dream_plugin.clustering import nearest_centroid
+from dream_plugin.engine.clustering import nearest_centroid
 
 
 def set_threads(n: int) -> None:
@@ -49,9 +49,9 @@ def blobs(n: int, d: int, centers: int, g: torch.Generator) -> torch.Tensor:
 
 def mnist_embeddings(width: int = 128, seed: int = 0) -> tuple[list[torch.Tensor], Any, Any]:
     """Per-class embeddings of the MNIST subset under a freshly initialised ConvNet."""
-    from dream_plugin.data import load_dataset
-    from dream_plugin.embedding import embed_images
-    from dream_plugin.models import ConvNet
+    from dream_plugin.harness.data import load_dataset
+    from dream_plugin.engine.embedding import embed_images
+    from dream_plugin.harness.models import ConvNet
 
     ds = load_dataset("mnist")
     torch.manual_seed(seed)
@@ -92,8 +92,8 @@ def bench(fns: dict[str, Callable[[int], Any]], repeats: int) -> dict[str, list[
 
 
 def make_selector(strategy: str = "dream", **dream_options):
-    from dream_plugin.config import Settings
-    from dream_plugin.selector import Selector
+    from dream_plugin.core.config import Settings
+    from dream_plugin.core.selector import Selector
 
     opts = {"dream": dream_options} if strategy == "dream" and dream_options else {}
     return Selector(Settings(strategy=strategy, options=opts))

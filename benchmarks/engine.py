@@ -8,9 +8,9 @@ from typing import Callable
 
 import torch
 
-from dream_plugin.clustering import kmeans, kmeans_batched, pad_problems
-from dream_plugin.clustering.distances import row_sq_norms
-from dream_plugin.clustering.seeding import kmeans_plusplus
+from dream_plugin.engine.clustering import kmeans, kmeans_batched, pad_problems
+from dream_plugin.engine.clustering.distances import row_sq_norms
+from dream_plugin.engine.clustering.seeding import kmeans_plusplus
 
 from .common import bench, engine_data_sets, inertia64, load
 
@@ -162,7 +162,7 @@ def section_engine(args) -> list[dict]:
 
 def section_seeding(args) -> list[dict]:
     """The three ways the greedy k-means++ seeding gets its distances, on the engine's data sets."""
-    from dream_plugin.clustering.seeding import DEFAULT_SEEDING, SEEDING_METHODS, greedy_kmeans_plusplus
+    from dream_plugin.engine.clustering.seeding import DEFAULT_SEEDING, SEEDING_METHODS, greedy_kmeans_plusplus
 
     print(f"\n## k-means++ seeding: direct vs pairwise vs blocked ({load()})")
     sets, ks, _ = engine_data_sets(args.quick)

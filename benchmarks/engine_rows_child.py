@@ -33,7 +33,7 @@ def _timed(fns: dict, repeats: int) -> dict[str, float]:
 
 def main(data_path: str, out_path: str, repeats: int) -> None:
     import dream_plugin
-    from dream_plugin.clustering import kmeans, kmeans_batched, pad_problems
+    from dream_plugin.engine.clustering import kmeans, kmeans_batched, pad_problems
 
     data = torch.load(data_path)
     rows: dict[str, float] = {}

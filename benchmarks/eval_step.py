@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dream_plugin.models import ConvNet
+from dream_plugin.harness.models import ConvNet
 
 
 def _timed(step, steps: int) -> float:

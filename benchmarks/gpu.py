@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dream_plugin.clustering import (  # noqa: E402
+from dream_plugin.engine.clustering import (  # noqa: E402
     kmeans,
     kmeans_batched,
     nearest_centroid,
@@ -174,8 +174,8 @@ def _reselection_rows(X: torch.Tensor, k: int, dev: torch.device, repeats: int, 
 
 def _embedding_row(n: int, quick: bool, dev: torch.device, repeats: int, add: Add) -> None:
     """One ConvNet embedding pass over ``n`` random images (8x8 and width 32 with ``--quick``, else 32x32, 128)."""
-    from dream_plugin.embedding import embed_images
-    from dream_plugin.models import ConvNet
+    from dream_plugin.engine.embedding import embed_images
+    from dream_plugin.harness.models import ConvNet
 
     size = 8 if quick else 32
     imgs = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1)).to(dev)

@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from dream_plugin.clustering import kmeans
+from dream_plugin.engine.clustering import kmeans
 
 from .common import load, make_selector
 
@@ -22,8 +22,8 @@ def memory_child(mode: str) -> None:
     Synthetic MNIST-shaped images keep the set-up's own peak low; the peak is reset through
     /proc/self/clear_refs (Linux) and read as VmHWM, else ru_maxrss deltas are used.
     """
-    from dream_plugin.embedding import embed_images
-    from dream_plugin.models import ConvNet
+    from dream_plugin.engine.embedding import embed_images
+    from dream_plugin.harness.models import ConvNet
 
     torch.manual_seed(0)
     net = ConvNet(1, 10, 28, width=128)

@@ -14,7 +14,7 @@ from .common import bench, load, make_selector, mnist_embeddings
 
 def section_floor(args) -> list[dict]:
     """A full re-selection of one class vs the embedding pass it needs."""
-    from dream_plugin.embedding import embed_images
+    from dream_plugin.engine.embedding import embed_images
 
     print(f"\n## Full re-selection of one class vs its embedding pass ({load()})")
     _, ds, net = mnist_embeddings()
@@ -49,8 +49,8 @@ def section_floor(args) -> list[dict]:
 
 def _dc_iterations(net, syn, sampler, ipc: int, batch_real: int, iters: int) -> list[float]:
     """Seconds of each DC outer iteration: per class, real and synthetic gradients matched by DC's
-    distance (:func:`~dream_plugin.ab.loops.match_loss`), one image step, one network step."""
-    from dream_plugin.ab.loops import match_loss
+    distance (:func:`~dream_plugin.harness.ab.loops.match_loss`), one image step, one network step."""
+    from dream_plugin.harness.ab.loops import match_loss
 
     opt_img = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
     opt_net = torch.optim.SGD(net.parameters(), lr=0.01)
@@ -83,8 +83,8 @@ def section_dc(args) -> list[dict]:
     import numpy as np
 
     from dream_plugin.adapters.get_images import GetImagesAdapter
-    from dream_plugin.data import load_dataset
-    from dream_plugin.models import ConvNet
+    from dream_plugin.harness.data import load_dataset
+    from dream_plugin.harness.models import ConvNet
 
     print(f"\n## Selection inside a DC outer iteration ({load()})")
     ds = load_dataset("mnist")

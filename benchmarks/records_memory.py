@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from dream_plugin.adapters.get_images import GetImagesAdapter
-    from dream_plugin.config import parse_settings
-    from dream_plugin.manager import build_plugin_manager
-    from dream_plugin.observers import attach
-    from dream_plugin.selector import Selector
+    from dream_plugin.core.config import parse_settings
+    from dream_plugin.core.manager import build_plugin_manager
+    from dream_plugin.hosts.observers import attach
+    from dream_plugin.core.selector import Selector
 
     classes, per_class = 10, 20
     images_all = torch.zeros(classes * per_class, 1, 2, 2)

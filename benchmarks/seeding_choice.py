@@ -21,13 +21,13 @@ import time
 
 import torch
 
-from dream_plugin.clustering import kmeans
+from dream_plugin.engine.clustering import kmeans
 
 
 def _features(trained: bool, epochs: int) -> list[torch.Tensor]:
-    from dream_plugin.data import load_dataset
-    from dream_plugin.embedding import embed_images
-    from dream_plugin.models import ConvNet
+    from dream_plugin.harness.data import load_dataset
+    from dream_plugin.engine.embedding import embed_images
+    from dream_plugin.harness.models import ConvNet
 
     ds = load_dataset("mnist")
     torch.manual_seed(0)

@@ -1,15 +1,15 @@
 """dream-plugin: DREAM representative matching for dataset-distillation codebases.
 
 Adapters wrap a host's own sampler; a :class:`Selector` answers through the pluggy hooks in
-:mod:`dream_plugin.hookspecs` with the strategy chosen by config (``DREAM_STRATEGY`` flips the A/B arm).
+:mod:`dream_plugin.core.hookspecs` with the strategy chosen by config (``DREAM_STRATEGY`` flips the A/B arm).
 """
 
-from .config import ConfigError, Settings, load_settings
-from .hookspecs import hookimpl, hookspec
-from .manager import PluginError, build_plugin_manager, get_plugin_manager
-from .requests import SelectionRecord, SelectionRequest, SelectionResult
-from .selector import Selector
-from .strategies import Strategy
+from dream_plugin.core.config import ConfigError, Settings, load_settings
+from dream_plugin.core.hookspecs import hookimpl, hookspec
+from dream_plugin.core.manager import PluginError, build_plugin_manager, get_plugin_manager
+from dream_plugin.core.requests import SelectionRecord, SelectionRequest, SelectionResult
+from dream_plugin.core.selector import Selector
+from dream_plugin.strategies import Strategy
 
 __version__ = "0.1.0"
 

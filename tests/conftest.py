@@ -13,9 +13,9 @@ import torch
 from sklearn.datasets import make_blobs
 from torch import nn
 
-from dream_plugin.config import PluginSettings, Settings
-from dream_plugin.manager import build_plugin_manager, reset_plugin_manager
-from dream_plugin.selector import Selector
+from dream_plugin.core.config import PluginSettings, Settings
+from dream_plugin.core.manager import build_plugin_manager, reset_plugin_manager
+from dream_plugin.core.selector import Selector
 
 ENV_VARS = ("DREAM_STRATEGY", "DREAM_INIT_STRATEGY", "DREAM_SEED", "DREAM_PLUGIN_CONFIG", "DREAM_PLUGIN_DISABLE_AUTOLOAD",
             "DREAM_RECORDS", "DREAM_LOG")

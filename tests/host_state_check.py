@@ -1,4 +1,4 @@
-"""Test helpers: capture everything :func:`dream_plugin.host_state.no_side_effects` promises to keep,
+"""Test helpers: capture everything :func:`dream_plugin.engine.host_state.no_side_effects` promises to keep,
 and compare two captures naming every difference (e.g. ``buffer 'bn.running_mean' changed``)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from dream_plugin.host_state import RNGSnapshot, module_flags, snapshot_rng, tensor_versions
+from dream_plugin.engine.host_state import RNGSnapshot, module_flags, snapshot_rng, tensor_versions
 
 __all__ = ["assert_same_state", "state_fingerprint"]
 

@@ -18,10 +18,10 @@ def main() -> int:
     import torch
 
     from dream_plugin import hookimpl
-    from dream_plugin.config import PluginSettings, Settings
-    from dream_plugin.manager import PluginError, build_plugin_manager, plugin_distribution
-    from dream_plugin.requests import SelectionResult
-    from dream_plugin.selector import Selector
+    from dream_plugin.core.config import PluginSettings, Settings
+    from dream_plugin.core.manager import PluginError, build_plugin_manager, plugin_distribution
+    from dream_plugin.core.requests import SelectionResult
+    from dream_plugin.core.selector import Selector
     from dream_plugin.strategies import Strategy
 
     class FirstN(Strategy):

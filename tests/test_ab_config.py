@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from dream_plugin.ab import AbConfig, build_config, defaults_yaml
-from dream_plugin.ab.config import QUICK
+from dream_plugin.harness.ab import AbConfig, build_config, defaults_yaml
+from dream_plugin.harness.ab.config import QUICK
 from dream_plugin.cli import main
-from dream_plugin.config import ConfigError
+from dream_plugin.core.config import ConfigError
 
 
 def error_of(capsys, *argv: str) -> str:
@@ -27,7 +27,7 @@ def test_show_defaults_round_trips(capsys):
 def test_precedence_defaults_file_quick_flags(tmp_path):
     f = tmp_path / "ab.yaml"
     f.write_text("iterations: 77\nipc: 3\neval:\n  nets: 5\nselector:\n  options:\n    dream:\n      subsample: 1\n")
-    from dream_plugin.ab.cli import flags_to_overrides
+    from dream_plugin.harness.ab.cli import flags_to_overrides
     from dream_plugin.cli import build_parser
 
     args = build_parser().parse_args(["ab", "--config", str(f), "--quick", "--ipc", "4", "--eval-nets", "1",
@@ -106,7 +106,7 @@ def test_unknown_method_is_refused_by_the_parser(capsys):
 def test_bad_config_values(data, needles):
     with pytest.raises(ConfigError) as info:
         cfg = build_config(data)
-        from dream_plugin.selector import Selector
+        from dream_plugin.core.selector import Selector
 
         for arm in cfg.arms:  # unknown per-strategy option sections surface when a selector is built
             Selector(cfg.arm_settings(arm, 0))
@@ -136,7 +136,7 @@ def test_missing_folder_is_a_clear_error(capsys, tmp_path):
 
 
 def test_threads_flag_zero_means_torch_default():
-    from dream_plugin.ab.cli import flags_to_overrides
+    from dream_plugin.harness.ab.cli import flags_to_overrides
     from dream_plugin.cli import build_parser
 
     assert flags_to_overrides(build_parser().parse_args(["ab", "--threads", "0"])) == {"threads": None}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dream_plugin.ab import build_config, run_ab
-from dream_plugin.ab.distances import GRADIENT_METRICS, idc_match_loss, match_loss
-from dream_plugin.ab.loops import match_loss as dc_loop_match_loss
+from dream_plugin.harness.ab import build_config, run_ab
+from dream_plugin.harness.ab.distances import GRADIENT_METRICS, idc_match_loss, match_loss
+from dream_plugin.harness.ab.loops import match_loss as dc_loop_match_loss
 from dream_plugin.cli import main
-from dream_plugin.config import ConfigError
+from dream_plugin.core.config import ConfigError
 
 from test_ab_idc import TINY_IDC
 
@@ -130,7 +130,7 @@ def test_cache_skips_networks_with_running_statistics_and_refuses_empty_paths(tm
 
 def test_eval_cache_answers_identical_sets_only(tmp_path, monkeypatch):
     """random and match-only start from the same set: its evaluation at 0 runs once; later ones differ."""
-    from dream_plugin.ab import arm as arm_module
+    from dream_plugin.harness.ab import arm as arm_module
 
     calls = []
     real = arm_module.evaluate_synset
@@ -147,7 +147,7 @@ def test_eval_cache_answers_identical_sets_only(tmp_path, monkeypatch):
 
 
 def _counting_evaluations(monkeypatch) -> list[int]:
-    from dream_plugin.ab import arm as arm_module
+    from dream_plugin.harness.ab import arm as arm_module
 
     calls: list[int] = []
     real = arm_module.evaluate_synset
@@ -170,7 +170,7 @@ def test_a_run_shares_identical_work_between_its_arms_by_default(tmp_path, monke
     alone = run_ab(build_config({**CACHED, "share": False}), write=False, log=None)
     assert sorted(calls) == [0, 0, 2, 2]
     calls.clear()
-    from dream_plugin.ab import arm as arm_module
+    from dream_plugin.harness.ab import arm as arm_module
 
     seen: list[str | None] = []
     real = arm_module._caches
@@ -184,7 +184,7 @@ def test_a_run_shares_identical_work_between_its_arms_by_default(tmp_path, monke
 
 
 def test_a_written_run_shares_through_its_progress_folder_and_removes_it(tmp_path, monkeypatch):
-    from dream_plugin.ab import arm as arm_module
+    from dream_plugin.harness.ab import arm as arm_module
 
     seen: list[str | None] = []
     real = arm_module._caches

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from dream_plugin.ab import ARMS, build_config, run_ab
-from dream_plugin.ab.augment import augment
-from dream_plugin.ab.evaluate import evaluate_synset
-from dream_plugin.ab.loops import match_loss, seeded_net
-from dream_plugin.ab.aggregate import speedup
-from dream_plugin.ab.runner import load_data
+from dream_plugin.harness.ab import ARMS, build_config, run_ab
+from dream_plugin.harness.ab.augment import augment
+from dream_plugin.harness.ab.evaluate import evaluate_synset
+from dream_plugin.harness.ab.loops import match_loss, seeded_net
+from dream_plugin.harness.ab.aggregate import speedup
+from dream_plugin.harness.ab.runner import load_data
 
 ALL_ARMS = list(ARMS)
 # random last, so the "random alone" comparison below also proves that the other arms leave nothing behind
@@ -192,9 +192,9 @@ def test_match_loss_zero_for_equal_gradients_and_skips_biases():
 
 def test_observer_stays_in_its_own_run(tmp_path):
     """Each run registers its selection_done observer on a plugin manager of its own."""
-    from dream_plugin.manager import get_plugin_manager
+    from dream_plugin.core.manager import get_plugin_manager
 
     before = torch.get_num_threads()
     run_ab(tiny(arms=["dream"], iterations=1, eval_points=1), out=tmp_path, log=None, write=False)
-    assert "dream_plugin.ab.observer" not in dict(get_plugin_manager().list_name_plugin())
+    assert "dream_plugin.harness.ab.observer" not in dict(get_plugin_manager().list_name_plugin())
     assert torch.get_num_threads() == before

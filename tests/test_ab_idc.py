@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from dream_plugin.ab import build_config, run_ab
-from dream_plugin.ab import idc as idc_loop
-from dream_plugin.ab.idc import decode_synset, idc_match_loss, real_batch_indices
-from dream_plugin.config import ConfigError
-from dream_plugin.mosaic import mosaic, unmosaic
+from dream_plugin.harness.ab import build_config, run_ab
+from dream_plugin.harness.ab import idc as idc_loop
+from dream_plugin.harness.ab.idc import decode_synset, idc_match_loss, real_batch_indices
+from dream_plugin.core.config import ConfigError
+from dream_plugin.harness.mosaic import mosaic, unmosaic
 
 TINY_IDC = {
     "method": "idc",
@@ -146,7 +146,7 @@ def test_quick_idc_does_no_more_work_than_its_measured_time_and_defaults_stay():
     steps on real data) and 90 evaluation epochs, the work its --help time was measured with."""
     import argparse
 
-    from dream_plugin.ab.cli import add_ab_parser
+    from dream_plugin.harness.ab.cli import add_ab_parser
 
     q = build_config(None, {"method": "idc"}, quick=True)
     assert q.iterations * q.idc.inner_loop == 12

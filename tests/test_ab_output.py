@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from dream_plugin.ab import build_config, run_ab
-from dream_plugin.ab import runner
-from dream_plugin.ab.output import OutputError, prepare_out_dir, write_json_atomic, write_report
+from dream_plugin.harness.ab import build_config, run_ab
+from dream_plugin.harness.ab import runner
+from dream_plugin.harness.ab.output import OutputError, prepare_out_dir, write_json_atomic, write_report
 from dream_plugin.cli import main
-from dream_plugin.config import ConfigError
+from dream_plugin.core.config import ConfigError
 
 TINY = {"dataset": "digits", "ipc": 1, "iterations": 1, "eval_points": 1, "batch_real": 4, "arms": ["random"],
         "model": {"width": 4}, "eval": {"nets": 1, "epochs": 1}, "device": "cpu", "threads": 1, "progress": False}
@@ -75,7 +75,7 @@ def test_force_replaces_the_earlier_run_without_mixing(tmp_path):
 
 
 def test_results_json_survives_a_failing_plot(tmp_path, monkeypatch):
-    import dream_plugin.ab.report as report
+    import dream_plugin.harness.ab.report as report
 
     def broken(*_a, **_k):
         raise RuntimeError("no display")
@@ -122,7 +122,7 @@ def test_write_report_writes_results_before_plots(tmp_path):
 
 
 def test_results_json_that_cannot_be_written_is_one_error_naming_it(tmp_path, monkeypatch):
-    import dream_plugin.ab.output as output
+    import dream_plugin.harness.ab.output as output
 
     def full_disk(data, path):
         raise OSError(28, "No space left on device")

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from dream_plugin.ab import build_config, run_ab
-from dream_plugin.ab.ownership import LOCK_NAME, OutLock
+from dream_plugin.harness.ab import build_config, run_ab
+from dream_plugin.harness.ab.ownership import LOCK_NAME, OutLock
 from dream_plugin.cli import main
-from dream_plugin.config import ConfigError
+from dream_plugin.core.config import ConfigError
 
 from test_ab_output import TINY
 
@@ -63,7 +63,7 @@ def test_lock_is_free_again_after_the_owner_ends(tmp_path):
 
 
 def test_lock_of_a_killed_owner_does_not_block(tmp_path):
-    code = f"from dream_plugin.ab.ownership import OutLock; OutLock({str(tmp_path)!r}).acquire(); import os; os._exit(9)"
+    code = f"from dream_plugin.harness.ab.ownership import OutLock; OutLock({str(tmp_path)!r}).acquire(); import os; os._exit(9)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     assert (tmp_path / LOCK_NAME).read_text()  # the dead owner's description is still there
     OutLock(tmp_path).acquire().release()

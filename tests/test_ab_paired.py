@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from dream_plugin.ab.paired import (
+from dream_plugin.harness.ab.paired import (
     compare_pair, half_budget_point, matching_pairs, reach_iteration, t_interval, verdict,
 )
-from dream_plugin.ab.report import format_paired
+from dream_plugin.harness.ab.report import format_paired
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (tables)
 

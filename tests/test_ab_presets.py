@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from dream_plugin.ab import build_config, run_ab
-from dream_plugin.ab.cost import CostEstimate, is_long, per_run_seconds
-from dream_plugin.ab.presets import PRESETS
+from dream_plugin.harness.ab import build_config, run_ab
+from dream_plugin.harness.ab.cost import CostEstimate, is_long, per_run_seconds
+from dream_plugin.harness.ab.presets import PRESETS
 from dream_plugin.cli import main
-from dream_plugin.config import ConfigError
+from dream_plugin.core.config import ConfigError
 
 # the smallest run of a preset's wiring: one outer iteration of one inner step, one tiny evaluation
 TINY_STEP = {

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dream_plugin.ab import build_config
-from dream_plugin.ab.aggregate import aggregate, speedup
-from dream_plugin.ab.arm import RunResult
-from dream_plugin.ab.report import curves_figure, format_table, grid_figure, save_grids
+from dream_plugin.harness.ab import build_config
+from dream_plugin.harness.ab.aggregate import aggregate, speedup
+from dream_plugin.harness.ab.arm import RunResult
+from dream_plugin.harness.ab.report import curves_figure, format_table, grid_figure, save_grids
 
 ITS = [0, 10, 20]
 
@@ -74,7 +74,7 @@ def test_curves_keep_identical_arms_visible_and_tick_the_evaluation_points():
 
 
 def test_synthetic_grids_are_titled_with_the_arm_and_labelled_by_class(tmp_path):
-    from dream_plugin.data import load_dataset
+    from dream_plugin.harness.data import load_dataset
 
     data = load_dataset("digits")
     ipc = 3

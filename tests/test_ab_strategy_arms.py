@@ -9,13 +9,13 @@ import types
 import pytest
 import torch
 
-from dream_plugin.ab.config import build_config
-from dream_plugin.ab.names import arm_file_name, arm_strategies
-from dream_plugin.ab.paired import matching_pairs
-from dream_plugin.config import ConfigError, Settings
-from dream_plugin.diagnose.config import DiagnoseConfig
-from dream_plugin.hookspecs import hookimpl
-from dream_plugin.selector import Selector
+from dream_plugin.harness.ab.config import build_config
+from dream_plugin.harness.ab.names import arm_file_name, arm_strategies
+from dream_plugin.harness.ab.paired import matching_pairs
+from dream_plugin.core.config import ConfigError, Settings
+from dream_plugin.harness.diagnose.config import DiagnoseConfig
+from dream_plugin.core.hookspecs import hookimpl
+from dream_plugin.core.selector import Selector
 from dream_plugin.strategies import RandomStrategy
 
 
@@ -52,7 +52,7 @@ class _FirstN(RandomStrategy):
     description = "the first n items of the pool"
 
     def select(self, request):
-        from dream_plugin.requests import SelectionResult
+        from dream_plugin.core.requests import SelectionResult
 
         return SelectionResult(positions=torch.arange(request.n))
 

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from dream_plugin.ab import build_config, run_ab
-from dream_plugin.ab.cli import FLAGS
-from dream_plugin.ab.config import AbConfig
-from dream_plugin.ab.output import write_json_atomic
-from dream_plugin.ab.validity import NonFiniteError
+from dream_plugin.harness.ab import build_config, run_ab
+from dream_plugin.harness.ab.cli import FLAGS
+from dream_plugin.harness.ab.config import AbConfig
+from dream_plugin.harness.ab.output import write_json_atomic
+from dream_plugin.harness.ab.validity import NonFiniteError
 from dream_plugin.cli import main
-from dream_plugin.config import ConfigError
+from dream_plugin.core.config import ConfigError
 
 from test_ab_output import TINY
 
@@ -52,7 +52,7 @@ def test_every_method_knob_has_a_flag():
     for section in ("dc", "idc", "eval"):
         for field in getattr(AbConfig(), section).__dataclass_fields__:
             assert f"{section}.{field}" in keys, f"{section}.{field} has no flag"
-    from dream_plugin.ab.cli import flags_to_overrides
+    from dream_plugin.harness.ab.cli import flags_to_overrides
     from dream_plugin.cli import build_parser
 
     args = build_parser().parse_args(["ab", "--method", "idc", "--idc-lr-net", "0.05", "--idc-momentum-net", "0.5",

@@ -7,10 +7,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from dream_plugin.adapters import ClassSampler, RepresentativeBatchSampler, RepresentativeBatches, make_class_sampler
-from dream_plugin.config import PluginSettings, parse_settings
+from dream_plugin.core.config import PluginSettings, parse_settings
 from host_state_check import assert_same_state, state_fingerprint
-from dream_plugin.manager import build_plugin_manager
-from dream_plugin.selector import Selector
+from dream_plugin.core.manager import build_plugin_manager
+from dream_plugin.core.selector import Selector
 
 from fakehosts.data import clustered_images
 from fakehosts.nets import FeaturesNet
@@ -103,7 +103,7 @@ def test_every_adapter_names_the_host_sampler_the_same_way():
 
 
 def test_every_adapter_implements_the_written_interface_the_harness_draws_through():
-    from dream_plugin.ab.loops import Sampler
+    from dream_plugin.harness.ab.loops import Sampler
     from dream_plugin.adapters import (
         Adapter, ClassLoaderAdapter, GetImagesAdapter, HostLoopSampler, KindSampler, wrap_class_loader, wrap_get_images,
     )

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from dream_plugin.adapters import AmbiguousCallError, GetImagesAdapter, NoNetworkError, wrap_get_images, wrap_mtt_get_images
-from dream_plugin.config import PluginSettings, parse_settings
-from dream_plugin.embedding import resolve_embedder
-from dream_plugin.host_state import snapshot_rng
+from dream_plugin.core.config import PluginSettings, parse_settings
+from dream_plugin.engine.embedding import resolve_embedder
+from dream_plugin.engine.host_state import snapshot_rng
 from host_state_check import assert_same_state, state_fingerprint
-from dream_plugin.hookspecs import hookimpl
-from dream_plugin.manager import build_plugin_manager
-from dream_plugin.selector import Selector
+from dream_plugin.core.hookspecs import hookimpl
+from dream_plugin.core.manager import build_plugin_manager
+from dream_plugin.core.selector import Selector
 
 from fakehosts.data import class_index_lists, clustered_images
 from fakehosts.gradient_matching import run_dc_like

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from dream_plugin.adapters import ClassLoaderAdapter, NoNetworkError, wrap_class_loader
-from dream_plugin.config import PluginSettings, parse_settings
-from dream_plugin.embedding import resolve_embedder
+from dream_plugin.core.config import PluginSettings, parse_settings
+from dream_plugin.engine.embedding import resolve_embedder
 from host_state_check import assert_same_state, state_fingerprint
-from dream_plugin.manager import build_plugin_manager
-from dream_plugin.selector import Selector
+from dream_plugin.core.manager import build_plugin_manager
+from dream_plugin.core.selector import Selector
 
 from fakehosts.class_loader import DatasetClassLoader, MemClassLoader, OpaqueClassLoader, run_idc_like
 from fakehosts.data import clustered_images

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dream_plugin.adapters.network import NetworkSource, NoNetworkError, make_normalizer
-from dream_plugin.host_state import snapshot_rng
+from dream_plugin.engine.host_state import snapshot_rng
 
 from fakehosts.nets import EmbedConvNet, FeaturesNet, PlainMLP, ReturnFeaturesNet, host_constructor
 

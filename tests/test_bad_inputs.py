@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from dream_plugin.adapters import GetImagesAdapter
-from dream_plugin.inputs import as_int, is_integer
-from dream_plugin.config import PluginSettings, Settings
-from dream_plugin.embedding import embed_images
-from dream_plugin.manager import build_plugin_manager
-from dream_plugin.mosaic import mosaic
-from dream_plugin.selector import Selector
+from dream_plugin.common.inputs import as_int, is_integer
+from dream_plugin.core.config import PluginSettings, Settings
+from dream_plugin.engine.embedding import embed_images
+from dream_plugin.core.manager import build_plugin_manager
+from dream_plugin.harness.mosaic import mosaic
+from dream_plugin.core.selector import Selector
 
 from fakehosts.data import class_index_lists, clustered_images
 from fakehosts.nets import EmbedConvNet

@@ -189,7 +189,7 @@ def test_help_has_readable_metavars_and_no_markup():
 
 
 def test_demo_prints_its_header_before_the_work(capsys, monkeypatch):
-    import dream_plugin.demo as demo
+    import dream_plugin.harness.demo as demo
 
     def fake_run_demo(**kwargs):
         # the header must already be on stdout when the (slow) selection starts
@@ -203,7 +203,7 @@ def test_demo_prints_its_header_before_the_work(capsys, monkeypatch):
 
 
 def test_demo_shows_progress_on_stderr(capsys):
-    from dream_plugin.demo import run_demo
+    from dream_plugin.harness.demo import run_demo
 
     run_demo(dataset="digits", n=2, strategies=("random",), progress=True)
     err = capsys.readouterr().err

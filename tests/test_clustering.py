@@ -1,4 +1,4 @@
-"""Tests for dream_plugin.clustering (torch k-means engine, distances, picking)."""
+"""Tests for dream_plugin.engine.clustering (torch k-means engine, distances, picking)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from sklearn.cluster import KMeans as SKKMeans
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import gen
-from dream_plugin.clustering import kmeans_batched
-from dream_plugin.clustering import (
+from dream_plugin.engine.clustering import kmeans_batched
+from dream_plugin.engine.clustering import (
     KMeans,
     KMeansResult,
     kmeans,
@@ -184,7 +184,7 @@ def test_estimator_validation():
 def test_one_hot_sums_by_label_match_index_add():
     # the accelerator path (fixed-order one-hot products in row chunks) agrees with the CPU
     # index_add_ path, with an empty cluster, several chunk sizes and padded problems
-    from dream_plugin.clustering.grouping import count_by_label, sum_by_label
+    from dream_plugin.engine.clustering.grouping import count_by_label, sum_by_label
 
     x = torch.randn(50, 4, generator=gen(16), dtype=torch.float64)
     labels = torch.randint(0, 6, (50,), generator=gen(17))
@@ -296,7 +296,7 @@ def test_nan_rows_are_named():
 @pytest.mark.parametrize("k", [6, 40])  # both sides of TRANSPOSED_MAX_K (c x^T vs x c^T products)
 @pytest.mark.parametrize("chunk", [1, 5, 4096])
 def test_distances_match_brute_force(chunk, k):
-    from dream_plugin.clustering.distances import TRANSPOSED_MAX_K
+    from dream_plugin.engine.clustering.distances import TRANSPOSED_MAX_K
 
     assert 6 <= TRANSPOSED_MAX_K < 40
     x = torch.randn(23, 4, generator=gen(11), dtype=torch.float64)

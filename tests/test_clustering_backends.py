@@ -1,4 +1,4 @@
-"""Tests for dream_plugin.clustering.backends (optional k-means engines)."""
+"""Tests for dream_plugin.engine.clustering.backends (optional k-means engines)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import gen
-from dream_plugin.clustering import BACKEND_NAMES, KMeans, available_backends, kmeans, run_kmeans
+from dream_plugin.engine.clustering import BACKEND_NAMES, KMeans, available_backends, kmeans, run_kmeans
 
 AVAILABLE = available_backends()
 BACKENDS = [name for name, ok in AVAILABLE.items() if ok]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dream_plugin.config import (
+from dream_plugin.core.config import (
     ConfigError,
     Settings,
     apply_env,
@@ -177,7 +177,7 @@ def test_wrong_types_from_python_are_config_errors_naming_the_field(kwargs, mess
 
 
 def test_nested_settings_classes_check_their_own_fields():
-    from dream_plugin.config import DistributedSettings, InitSettings, PluginSettings
+    from dream_plugin.core.config import DistributedSettings, InitSettings, PluginSettings
 
     with pytest.raises(ConfigError, match=r"^factor: '2' is not allowed; expected an integer$"):
         InitSettings(factor="2")
@@ -196,7 +196,7 @@ def test_numpy_integers_are_accepted_like_ints_and_stored_as_int():
     # the same through a mapping (e.g. YAML built in Python) and in a strategy's options
     p = parse_settings({"seed": np.int64(4), "options": {"dream": {"interval": np.int64(7)}}})
     assert p.seed == 4 and type(p.seed) is int
-    from dream_plugin.selector import Selector
+    from dream_plugin.core.selector import Selector
 
     sel = Selector(p)
     assert sel._options("dream").interval == 7

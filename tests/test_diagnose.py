@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from dream_plugin.cli import main
-from dream_plugin.config import ConfigError
-from dream_plugin.diagnose import DiagnoseConfig, batch_gradient_stats, per_sample_gradients, run_diagnose
-from dream_plugin.diagnose.gradients import dc_distance, idc_distance, split_layers
+from dream_plugin.core.config import ConfigError
+from dream_plugin.harness.diagnose import DiagnoseConfig, batch_gradient_stats, per_sample_gradients, run_diagnose
+from dream_plugin.harness.diagnose.gradients import dc_distance, idc_distance, split_layers
 
 
 class PooledLinear(nn.Module):
@@ -124,7 +124,7 @@ def test_diagnose_runs_end_to_end_on_digits(tmp_path):
 
 
 def _pools():
-    from dream_plugin.data import load_dataset
+    from dream_plugin.harness.data import load_dataset
 
     return load_dataset("digits").class_indices()
 
@@ -141,8 +141,8 @@ def test_diagnose_config_errors_name_the_option():
 
 
 def test_diagnose_cli_with_a_checkpoint(tmp_path, capsys):
-    from dream_plugin.data import load_dataset
-    from dream_plugin.diagnose.networks import convnet
+    from dream_plugin.harness.data import load_dataset
+    from dream_plugin.harness.diagnose.networks import convnet
 
     data = load_dataset("digits")
     cfg = DiagnoseConfig(width=8, depth=2)
@@ -163,7 +163,7 @@ def test_diagnose_cli_with_a_checkpoint(tmp_path, capsys):
 def test_embed_input_raw_embeds_unnormalised_pixels(monkeypatch):
     """--embed-input raw: DREAM clusters features of [0, 1] pixels (as the official code embeds), while
     gradients stay on the normalised images."""
-    from dream_plugin.diagnose import run as run_module
+    from dream_plugin.harness.diagnose import run as run_module
 
     seen = []
     real = run_module.embed_images

@@ -20,16 +20,16 @@ import pytest
 import torch
 from torch import nn
 
-from dream_plugin.config import ConfigError, DistributedSettings, PluginSettings, Settings, parse_settings
-from dream_plugin.distributed import (
+from dream_plugin.core.config import ConfigError, DistributedSettings, PluginSettings, Settings, parse_settings
+from dream_plugin.core.distributed import (
     DistributedSelectionError,
     check_sync_batchnorm,
     local_sync_batchnorm,
     owner_of,
     resolve_mode,
 )
-from dream_plugin.manager import build_plugin_manager
-from dream_plugin.selector import Selector
+from dream_plugin.core.manager import build_plugin_manager
+from dream_plugin.core.selector import Selector
 
 WORLD = 2
 CLASSES = 4
@@ -67,7 +67,7 @@ def make_selector(**distributed) -> Selector:
 
 def noisy_embedder(net: nn.Module, rank: int):
     """The network's embedding plus rank-dependent noise: the ranks' features differ."""
-    from dream_plugin.embedding import resolve_embedder
+    from dream_plugin.engine.embedding import resolve_embedder
 
     embed, _ = resolve_embedder(net)
 
@@ -325,7 +325,7 @@ def test_failure_on_the_computing_rank_reaches_every_rank(ranks):
 def test_select_classes_without_a_process_group_equals_select_per_class(tiny_net):
     images, pools = make_data()
     loads = loaders(images, pools)
-    from dream_plugin.embedding import resolve_embedder
+    from dream_plugin.engine.embedding import resolve_embedder
 
     embed, _ = resolve_embedder(tiny_net)
     a = make_selector(mode="shard").select_classes([3, 1], N, {3: pools[3], 1: pools[1]}, {3: loads[3], 1: loads[1]},
@@ -393,7 +393,7 @@ def test_local_sync_batchnorm_uses_batch_statistics_and_restores():
 def test_select_classes_clusters_the_classes_as_one_batch(tiny_net):
     images, pools = make_data()
     loads = loaders(images, pools)
-    from dream_plugin.embedding import resolve_embedder
+    from dream_plugin.engine.embedding import resolve_embedder
 
     embed, _ = resolve_embedder(tiny_net)
     sel = make_selector()
@@ -413,7 +413,7 @@ def test_select_classes_clusters_the_classes_as_one_batch(tiny_net):
 
 def test_select_classes_batches_what_no_plugin_answered(tiny_net):
     from dream_plugin import hookimpl
-    from dream_plugin.embedding import resolve_embedder
+    from dream_plugin.engine.embedding import resolve_embedder
 
     images, pools = make_data()
     loads = loaders(images, pools)
@@ -441,7 +441,7 @@ def test_select_classes_batches_what_no_plugin_answered(tiny_net):
 
 def test_an_unrelated_plugin_changes_neither_the_path_nor_the_picks(tiny_net):
     from dream_plugin import hookimpl
-    from dream_plugin.embedding import resolve_embedder
+    from dream_plugin.engine.embedding import resolve_embedder
 
     images, pools = make_data()
     loads = loaders(images, pools)

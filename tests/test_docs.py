@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from dream_plugin.config import Settings, parse_settings
-from dream_plugin.selector import Selector
+from dream_plugin.core.config import Settings, parse_settings
+from dream_plugin.core.selector import Selector
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

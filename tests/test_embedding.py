@@ -1,4 +1,4 @@
-"""Tests for dream_plugin.embedding: how features are found and computed."""
+"""Tests for dream_plugin.engine.embedding: how features are found and computed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dream_plugin.embedding import embed_images, resolve_embedder, unwrap_network
+from dream_plugin.engine.embedding import embed_images, resolve_embedder, unwrap_network
 from host_state_check import assert_same_state, state_fingerprint
 
 IMG = (3, 8, 8)

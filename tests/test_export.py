@@ -4,7 +4,7 @@ import torch
 from torchvision.datasets import MNIST
 
 from dream_plugin.cli import main
-from dream_plugin.data import load_mnist_subset
+from dream_plugin.harness.data import load_mnist_subset
 
 
 def test_export_mnist_is_read_by_torchvision_without_download(tmp_path, capsys):
@@ -24,7 +24,7 @@ def test_export_mnist_is_read_by_torchvision_without_download(tmp_path, capsys):
 
 
 def test_export_rejects_bad_fraction(tmp_path):
-    from dream_plugin.export import write_mnist_raw
+    from dream_plugin.cli.export import write_mnist_raw
 
     with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\), got 1.5"):
         write_mnist_raw(tmp_path, test_fraction=1.5)

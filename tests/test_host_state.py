@@ -1,4 +1,4 @@
-"""Tests for dream_plugin.host_state: nothing the host owns may change."""
+"""Tests for dream_plugin.engine.host_state: nothing the host owns may change."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from dream_plugin.host_state import (
+from dream_plugin.engine.host_state import (
     RNGSnapshot,
     frozen_batchnorm_stats,
     no_side_effects,

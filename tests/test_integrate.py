@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from dream_plugin.cli import main
-from dream_plugin.integrate.command import recognise, run
-from dream_plugin.integrate.patch import IntegrateError, plan
-from dream_plugin.integrate.recipes import BEGIN, recipes_for
+from dream_plugin.hosts.integrate.command import recognise, run
+from dream_plugin.hosts.integrate.patch import IntegrateError, plan
+from dream_plugin.hosts.integrate.recipes import BEGIN, recipes_for
 
 from fakehosts.class_loader import MemClassLoader
 from fakehosts.data import clustered_images
@@ -134,7 +134,7 @@ class Records:
         self.skip = 0
 
     def all(self):
-        from dream_plugin.observers import read_records
+        from dream_plugin.hosts.observers import read_records
 
         return read_records(self.path)[self.skip:] if self.path.exists() else []
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from dream_plugin.cli import main
-from dream_plugin.integrate import patch
-from dream_plugin.integrate.command import run
-from dream_plugin.integrate.discover import discover
-from dream_plugin.integrate.family import FamilyError, analyse
-from dream_plugin.integrate.recipes import BEGIN, END
+from dream_plugin.hosts.integrate import patch
+from dream_plugin.hosts.integrate.command import run
+from dream_plugin.hosts.integrate.discover import discover
+from dream_plugin.hosts.integrate.family import FamilyError, analyse
+from dream_plugin.hosts.integrate.recipes import BEGIN, END
 
 from fakehosts.data import class_index_lists, clustered_images
 from fakehosts.nets import host_constructor

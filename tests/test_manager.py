@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from dream_plugin import hookimpl
-from dream_plugin.config import PluginSettings, Settings
-from dream_plugin.manager import (
+from dream_plugin.core.config import PluginSettings, Settings
+from dream_plugin.core.manager import (
     PluginError,
     build_plugin_manager,
     collect_strategies,
     get_plugin_manager,
     reset_plugin_manager,
 )
-from dream_plugin.selector import Selector
+from dream_plugin.core.selector import Selector
 from dream_plugin.strategies import Strategy
-from dream_plugin.requests import SelectionResult
+from dream_plugin.core.requests import SelectionResult
 
 
 class FirstN(Strategy):

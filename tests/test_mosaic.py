@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dream_plugin.mosaic import mosaic, tile_sizes
+from dream_plugin.harness.mosaic import mosaic, tile_sizes
 
 
 def test_tile_sizes_put_the_remainder_first():

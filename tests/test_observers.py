@@ -11,12 +11,12 @@ import torch
 
 from dream_plugin.adapters import wrap_get_images
 from dream_plugin.cli import main
-from dream_plugin.config import PluginSettings, load_settings, parse_settings
-from dream_plugin.manager import build_plugin_manager
-from dream_plugin.observers import LOGGER_NAME, RecordsWriter, attach, read_records
-from dream_plugin.records_cli import summarise
-from dream_plugin.requests import SelectionRecord
-from dream_plugin.selector import Selector
+from dream_plugin.core.config import PluginSettings, load_settings, parse_settings
+from dream_plugin.core.manager import build_plugin_manager
+from dream_plugin.hosts.observers import LOGGER_NAME, RecordsWriter, attach, read_records
+from dream_plugin.cli.records import summarise
+from dream_plugin.core.requests import SelectionRecord
+from dream_plugin.core.selector import Selector
 
 from fakehosts.gradient_matching import run_dc_like
 
@@ -84,7 +84,7 @@ def test_a_host_run_writes_every_record_of_both_arms(tmp_path, monkeypatch, swit
 def test_attach_is_idempotent_and_off_by_default(tmp_path):
     pm = build_plugin_manager(PluginSettings(autoload=False))
     sel = Selector(parse_settings({}), plugin_manager=pm)
-    assert attach(sel) == ["dream_plugin.observers.logging"]
+    assert attach(sel) == ["dream_plugin.hosts.observers.logging"]
     sel2 = Selector(parse_settings({"observe": {"records": str(tmp_path / "r.jsonl")}}), plugin_manager=pm)
     names = attach(sel2)
     assert attach(sel2) == names and len(pm.get_plugins()) == len(set(pm.get_plugins()))
@@ -107,7 +107,7 @@ def test_missing_optional_package_warns_and_skips(tmp_path, monkeypatch):
     sel = Selector(parse_settings({"observe": {"wandb": True}}), plugin_manager=pm)
     with pytest.warns(RuntimeWarning, match="wandb package is not installed"):
         names = attach(sel)
-    assert "dream_plugin.observers.wandb" not in names
+    assert "dream_plugin.hosts.observers.wandb" not in names
 
 
 def test_logging_summary_logs_each_reselection_at_info(caplog):
@@ -143,7 +143,7 @@ def test_records_summary_on_a_known_file(tmp_path, capsys):
 
 
 def test_observe_environment_overrides_are_validated():
-    from dream_plugin.config import ConfigError
+    from dream_plugin.core.config import ConfigError
 
     assert load_settings(environ={"DREAM_LOG": "INFO"}).observe.log == "info"
     with pytest.raises(ConfigError, match="DREAM_LOG: 'loud' is not allowed; expected off, info or debug"):
@@ -173,8 +173,8 @@ def test_tensorboard_and_wandb_observers_log_scalars(monkeypatch, tmp_path):
     pm = build_plugin_manager(PluginSettings(autoload=False))
     sel = Selector(parse_settings({"observe": {"tensorboard": str(tmp_path / "tb"), "wandb": True}}), plugin_manager=pm)
     names = attach(sel)
-    assert any(n.startswith("dream_plugin.observers.tensorboard:") for n in names)
-    assert "dream_plugin.observers.wandb" in names
+    assert any(n.startswith("dream_plugin.hosts.observers.tensorboard:") for n in names)
+    assert "dream_plugin.hosts.observers.wandb" in names
     sel.record_host_call("match", 0, 4, 0.25)
     feats = torch.randn(12, 3)
     sel.select(0, 2, torch.arange(12), lambda p: feats[p], embed=lambda x: x)

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from dream_plugin.cli import main
-from dream_plugin.clustering import nearest_unique, run_kmeans
-from dream_plugin.config import ConfigError, PluginSettings, Settings
-from dream_plugin.manager import build_plugin_manager
-from dream_plugin.models import ConvNet
-from dream_plugin.precompute import (
+from dream_plugin.engine.clustering import nearest_unique, run_kmeans
+from dream_plugin.core.config import ConfigError, PluginSettings, Settings
+from dream_plugin.core.manager import build_plugin_manager
+from dream_plugin.harness.models import ConvNet
+from dream_plugin.engine.precompute import (
     FORMAT,
     Fingerprint,
     KMeansOptions,
@@ -23,7 +23,7 @@ from dream_plugin.precompute import (
     precompute_from_features,
     synthetic_features,
 )
-from dream_plugin.selector import Selector, derive_seed
+from dream_plugin.core.selector import Selector, derive_seed
 
 KM = KMeansOptions(max_iter=30)
 
@@ -39,7 +39,7 @@ def feats():
 
 @pytest.fixture(scope="module")
 def digits():
-    from dream_plugin.data import load_dataset
+    from dream_plugin.harness.data import load_dataset
 
     return load_dataset("digits")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dream_plugin.cli import main
-from dream_plugin.precompute import KMeansOptions, load_picks, partial_dir, precompute_from_features
-from dream_plugin.precompute.resume import MANIFEST, class_file
+from dream_plugin.engine.precompute import KMeansOptions, load_picks, partial_dir, precompute_from_features
+from dream_plugin.engine.precompute.resume import MANIFEST, class_file
 
 KM = KMeansOptions(max_iter=20)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -134,7 +134,7 @@ def test_missing_manifest_is_reported_with_the_fix(tmp_path, feats):
 
 
 def test_cli_resume_warns_about_each_discarded_file(tmp_path, capsys, monkeypatch):
-    import dream_plugin.precompute.job as job
+    import dream_plugin.engine.precompute.job as job
 
     out = tmp_path / "s.pt"
     args = ["precompute", "--synthetic", "3,30,4", "--k", "3", "--max-iter", "10", "--out", str(out), "--no-progress"]
@@ -184,7 +184,7 @@ def test_garbage_checkpoint_is_one_line(tmp_path, capsys, content, reason):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_cuda_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
-    import dream_plugin.data as data
+    import dream_plugin.harness.data as data
 
     monkeypatch.setattr(data, "load_dataset", lambda *a, **k: pytest.fail("data loaded before --device was checked"))
     err = _one_line_error(["precompute", "--dataset", "digits", "--device", "cuda", "--k", "2",
@@ -214,7 +214,7 @@ def test_unwritable_out_is_one_line(capsys, unwritable_dir):
 
 
 def test_ctrl_c_says_in_one_line_that_a_rerun_resumes(tmp_path, monkeypatch, capsys):
-    import dream_plugin.precompute.cli as pcli
+    import dream_plugin.cli.precompute as pcli
 
     real = pcli.synthetic_features
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from dream_plugin.cli import main
-from dream_plugin.config import ConfigError, PluginSettings, parse_settings
-from dream_plugin.manager import build_plugin_manager
-from dream_plugin.observers import RecordsWriter, attach, iter_entries, read_records
-from dream_plugin.requests import SelectionRecord
-from dream_plugin.selector import Selector
-from dream_plugin.totals import RECENT, RecentRecords
+from dream_plugin.core.config import ConfigError, PluginSettings, parse_settings
+from dream_plugin.core.manager import build_plugin_manager
+from dream_plugin.hosts.observers import RecordsWriter, attach, iter_entries, read_records
+from dream_plugin.core.requests import SelectionRecord
+from dream_plugin.core.selector import Selector
+from dream_plugin.core.totals import RECENT, RecentRecords
 
 
 def _selector(**data):

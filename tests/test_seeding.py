@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import gen
-from dream_plugin.clustering import kmeans, kmeans_batched, nearest_unique, pad_problems
-from dream_plugin.clustering.distances import row_sq_norms
-from dream_plugin.clustering.seeding import (
+from dream_plugin.engine.clustering import kmeans, kmeans_batched, nearest_unique, pad_problems
+from dream_plugin.engine.clustering.distances import row_sq_norms
+from dream_plugin.engine.clustering.seeding import (
     DEFAULT_SEEDING,
     check_seeding,
     greedy_kmeans_plusplus,
@@ -128,8 +128,8 @@ def test_blocked_handles_pools_whose_weights_all_vanish():
 
 
 def test_the_seeding_option_is_validated_everywhere_it_is_accepted():
-    from dream_plugin.clustering import run_kmeans
-    from dream_plugin.config import ConfigError
+    from dream_plugin.engine.clustering import run_kmeans
+    from dream_plugin.core.config import ConfigError
     from dream_plugin.strategies.dream import KMeansOptions
 
     x = torch.randn(50, 4, generator=gen(0))
@@ -154,7 +154,7 @@ def test_pinned_direct_and_pairwise_seeding_give_the_same_clustering():
 
 
 def test_dream_strategy_takes_the_seeding_option_from_the_config(make_selector, tiny_pool, tiny_net):
-    from dream_plugin.config import ConfigError
+    from dream_plugin.core.config import ConfigError
 
     pool = torch.arange(tiny_pool.shape[0])
 
@@ -185,7 +185,7 @@ def test_kmeans_centres_the_data_so_points_far_from_the_origin_stay_apart(seedin
 
 
 def test_kmeans_centres_only_data_far_from_the_origin_and_scales_the_tolerance_by_the_variance():
-    from dream_plugin.clustering.centring import centre_far_problems
+    from dream_plugin.engine.clustering.centring import centre_far_problems
 
     g = torch.Generator().manual_seed(0)
     near = torch.randn(300, 16, generator=g) * 2 + 0.5  # offset 0.5 per feature, spread 2
@@ -247,8 +247,8 @@ def test_one_local_trial_is_classic_kmeans_plusplus():
 
 
 def test_n_local_trials_sets_the_candidates_per_step_and_is_validated_everywhere():
-    from dream_plugin.clustering import run_kmeans
-    from dream_plugin.config import ConfigError
+    from dream_plugin.engine.clustering import run_kmeans
+    from dream_plugin.core.config import ConfigError
     from dream_plugin.strategies.dream import KMeansOptions
 
     assert n_trials_for(128) == 6 and n_trials_for(128, 1) == 1 and n_trials_for(10, 9) == 9
@@ -295,8 +295,8 @@ def test_dream_strategy_and_precompute_take_n_local_trials_from_their_settings(
 
 @pytest.mark.parametrize("n_local_trials", [None, 1])
 def test_blocked_seeding_hands_lloyd_the_same_first_assignment_as_the_assignment_step(n_local_trials):
-    from dream_plugin.clustering import nearest_centroid
-    from dream_plugin.clustering.seeding import blocked_seeds_and_assignment
+    from dream_plugin.engine.clustering import nearest_centroid
+    from dream_plugin.engine.clustering.seeding import blocked_seeds_and_assignment
 
     base = torch.randn(400, 16, generator=gen(3)) + 4 * torch.randint(0, 5, (400, 1), generator=gen(4))
     x = torch.cat([base, base[:40]])  # duplicated rows: ties must go to the earlier seed
@@ -327,7 +327,7 @@ def test_kmeans_never_writes_into_the_callers_tensor(seeding, shift):
         assert res.centroids.dtype == dtype and res_b.centroids.dtype == dtype
         # centroids come back in the caller's frame, not the centred one: the reported inertia is
         # that of the returned centroids (to float16 rounding of the centroids)
-        from dream_plugin.clustering import nearest_centroid
+        from dream_plugin.engine.clustering import nearest_centroid
 
         for r, c in ((res.inertia, res.centroids), (res_b.inertia[0], res_b.centroids[0])):
             recomputed = float(nearest_centroid(x.double(), c.double())[1].sum())

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from dream_plugin import hookimpl
-from dream_plugin.config import ConfigError, PluginSettings, Settings
-from dream_plugin.manager import PluginError, build_plugin_manager
-from dream_plugin.selector import Selector, derive_seed
+from dream_plugin.core.config import ConfigError, PluginSettings, Settings
+from dream_plugin.core.manager import PluginError, build_plugin_manager
+from dream_plugin.core.selector import Selector, derive_seed
 
 
 def loader_for(images):
@@ -78,7 +78,7 @@ def test_bn_batches_belong_to_the_host_by_default(make_selector):
 
 
 def test_init_strategy_follows_strategy_unless_set(make_selector):
-    from dream_plugin.config import InitSettings
+    from dream_plugin.core.config import InitSettings
 
     assert make_selector(strategy="random").strategy_name("init") == "random"
     assert make_selector(strategy="random", init=InitSettings(strategy="dream")).strategy_name("init") == "dream"
@@ -185,7 +185,7 @@ def test_default_selectors_share_the_process_wide_plugin_manager(monkeypatch):
     sel.select(7, 1, torch.arange(3), lambda p: p)
     assert seen == [7]
     # a selector with its own plugin settings gets its own manager (blocked names must not leak)
-    from dream_plugin.config import PluginSettings
+    from dream_plugin.core.config import PluginSettings
 
     own = Selector(Settings(strategy="random", plugins=PluginSettings(block=("x",))))
     assert own.pm is not get_plugin_manager()
@@ -240,12 +240,12 @@ def test_selections_are_logged_on_the_module_logger_under_the_package_logger(iso
     sel = Selector(Settings(strategy="random"), plugin_manager=isolated_pm)
     with caplog.at_level("DEBUG", logger="dream_plugin"):  # the package logger still sees them
         sel.select(2, 3, torch.arange(10), lambda p: p)
-    assert [r.name for r in caplog.records] == ["dream_plugin.selector"]
+    assert [r.name for r in caplog.records] == ["dream_plugin.core.selector"]
     assert "match picks of class 2 (call 0, n=3 of 10) answered by strategy:random" in caplog.text
 
 
 def test_what_a_plugin_writes_into_its_request_never_reaches_the_strategy(isolated_pm):
-    from dream_plugin.requests import SelectionResult
+    from dream_plugin.core.requests import SelectionResult
     from dream_plugin.strategies import Strategy
 
     seen = []

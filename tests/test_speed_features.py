@@ -10,17 +10,17 @@ import sys
 import pytest
 import torch
 
-from dream_plugin.clustering import (
+from dream_plugin.engine.clustering import (
     INIT_METHODS,
     kmeans,
     kmeans_batched,
     pad_problems,
     run_kmeans,
 )
-from dream_plugin.config import Settings
-from dream_plugin.models import ConvNet
-from dream_plugin.requests import SelectionRequest
-from dream_plugin.selector import Selector
+from dream_plugin.core.config import Settings
+from dream_plugin.harness.models import ConvNet
+from dream_plugin.core.requests import SelectionRequest
+from dream_plugin.core.selector import Selector
 from dream_plugin.strategies.dream import DreamOptions, DreamStrategy, KMeansOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +61,7 @@ def test_batched_equals_per_problem_runs(init):
 def test_problems_that_stop_at_different_iterations_each_get_their_own_result(k, gram_path):
     # well separated blobs stop after a few iterations, plain noise much later: the batch keeps a
     # stopped problem in its slot until half have stopped, then compacts; none of that may show
-    from dream_plugin.clustering.seeding import small_pool
+    from dream_plugin.engine.clustering.seeding import small_pool
 
     g = torch.Generator().manual_seed(7)
     sizes = (120, 100, 120, 90, 120, 110, 120, 80)
@@ -314,7 +314,7 @@ def test_select_many_batched_matches_per_class_select():
 
 
 def test_precision_option_validation():
-    from dream_plugin.config import ConfigError
+    from dream_plugin.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="needs backend 'torch'"):
         KMeansOptions(precision="bf16", backend="sklearn")

@@ -11,10 +11,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dream_plugin.clustering import nearest_unique, run_kmeans
-from dream_plugin.config import InitSettings, Settings
+from dream_plugin.engine.clustering import nearest_unique, run_kmeans
+from dream_plugin.core.config import InitSettings, Settings
 from host_state_check import assert_same_state, state_fingerprint
-from dream_plugin.selector import Selector, derive_seed
+from dream_plugin.core.selector import Selector, derive_seed
 from dream_plugin.strategies import herding_order, kcenter_order
 
 

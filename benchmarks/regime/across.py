@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks.idc.summarize import ci
 from benchmarks.regime.summarize import load_cell
-from dream_plugin.ab.paired import t_interval
+from dream_plugin.harness.ab.paired import t_interval
 
 
 def seed_curves(spec: str) -> tuple[list[int], dict[int, list[float]]]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.idc.summarize import ci
-from dream_plugin.ab.paired import compare_pair, matching_pairs
+from dream_plugin.harness.ab.paired import compare_pair, matching_pairs
 
 POOLED_ANYWAY = ("arms", "seed", "seeds", "out", "jobs", "progress", "cache")
 """Config keys that may differ between the folders of one cell."""

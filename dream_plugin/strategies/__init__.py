@@ -1,10 +1,10 @@
-"""Built-in selection strategies."""
+"""Selection strategies: the base classes a plugin subclasses and the built-in ones."""
 
-from .base import EmbeddingStrategy, NoOptions, Strategy
-from .coreset import HerdingStrategy, KCenterStrategy, herding_order, kcenter_order
-from .dream import DreamOptions, DreamStrategy, KMeansOptions
-from .precomputed import PrecomputedOptions, PrecomputedStrategy
-from .random import RandomStrategy
+from dream_plugin.strategies.base import EmbeddingStrategy, NoOptions, Strategy
+from dream_plugin.strategies.coreset import HerdingStrategy, KCenterStrategy, herding_order, kcenter_order
+from dream_plugin.strategies.dream import DreamOptions, DreamStrategy, KMeansOptions
+from dream_plugin.strategies.precomputed import PrecomputedOptions, PrecomputedStrategy
+from dream_plugin.strategies.random import RandomStrategy
 
 BUILTIN_STRATEGIES: tuple[type[Strategy], ...] = (
     RandomStrategy, DreamStrategy, HerdingStrategy, KCenterStrategy, PrecomputedStrategy,

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..requests import SelectionRequest, SelectionResult
+from dream_plugin.core.requests import SelectionRequest, SelectionResult
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class EmbeddingStrategy(Strategy):
 
     def embed_pool(self, request: SelectionRequest) -> tuple[torch.Tensor, float]:
         """Embed every image of the class pool without side effects; returns (features, seconds)."""
-        from ..embedding import embed_images
+        from dream_plugin.engine.embedding import embed_images
 
         if request.embed is None:
             raise ValueError(

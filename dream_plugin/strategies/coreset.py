@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from ..requests import SelectionRequest, SelectionResult
-from .base import EmbeddingStrategy
+from dream_plugin.core.requests import SelectionRequest, SelectionResult
+from dream_plugin.strategies.base import EmbeddingStrategy
 
 
 def herding_order(feats: torch.Tensor, n: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ Speed features (see docs/benchmarks.md, "Selection speed"):
   (:mod:`dream_plugin.strategies._fingerprint`). An optimizer step or a BatchNorm running-stat
   update bumps a version counter and forces a fresh embedding pass.
 * :meth:`DreamStrategy.select_many`: every class of one re-selection clustered as one padded,
-  batched k-means problem (:func:`dream_plugin.clustering.kmeans_batched`).
+  batched k-means problem (:func:`dream_plugin.engine.clustering.kmeans_batched`).
 * ``warm_start``: start from the class's previous centroids.
 * ``kmeans.precision``: ``tf32`` / ``bf16`` distance matmuls on GPU.
 """
@@ -27,66 +27,13 @@ from typing import Any, Literal
 
 import torch
 
-from ..clustering import kmeans_batched, nearest_per_cluster, nearest_unique, pad_problems, run_kmeans
-from ..clustering.kmeans import KMeansResult
-from ..config import ConfigError
-from ..requests import SelectionRequest, SelectionResult
-from ._fingerprint import Fingerprint, fingerprint
-from .base import EmbeddingStrategy
-
-@dataclass(frozen=True)
-class KMeansOptions:
-    """k-means settings shared by the clustering strategies."""
-
-    max_iter: int = 100
-    tol: float = 1e-4
-    init: Literal["k-means++", "k-means++-sampled", "random"] = "k-means++"
-    backend: Literal["torch", "sklearn", "fast_pytorch_kmeans", "faiss"] = "torch"
-    chunk_size: int = 4096
-    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
-    """Distance matmuls: fp32, or on CUDA tf32 / bf16 (torch backend; CPU always runs fp32)."""
-    seeding: Literal["direct", "pairwise", "blocked"] | None = None
-    """How k-means++ gets its distances (torch backend); None is the engine's default, ``blocked``."""
-    n_local_trials: int | None = None
-    """k-means++ candidates per step (torch backend): None is 2 + ln K (greedy), 1 classic k-means++."""
-
-    def engine_settings(self) -> dict[str, object]:
-        """The settings every k-means call takes (``kmeans``, ``kmeans_batched``, ``run_kmeans``).
-
-        ``init`` and ``backend`` are left out: callers replace ``init`` by a warm start, and only
-        ``run_kmeans`` takes a backend.
-        """
-        out: dict[str, object] = {
-            "max_iter": self.max_iter, "tol": self.tol, "chunk_size": self.chunk_size,
-            "precision": self.precision, "n_local_trials": self.n_local_trials,
-        }
-        if self.seeding is not None:
-            out["seeding"] = self.seeding
-        return out
-
-    def __post_init__(self) -> None:
-        if self.max_iter < 1:
-            raise ConfigError(f"max_iter: {self.max_iter!r} is not allowed; expected an integer >= 1")
-        if self.tol < 0:
-            raise ConfigError(f"tol: {self.tol!r} is not allowed; expected a number >= 0")
-        if self.chunk_size < 1:
-            raise ConfigError(f"chunk_size: {self.chunk_size!r} is not allowed; expected an integer >= 1")
-        if self.precision != "fp32" and self.backend != "torch":
-            raise ConfigError(
-                f"precision: {self.precision!r} needs backend 'torch' (got backend {self.backend!r})"
-            )
-        if self.seeding is not None and self.backend != "torch":
-            raise ConfigError(f"seeding: {self.seeding!r} needs backend 'torch' (got backend {self.backend!r})")
-        if self.n_local_trials is not None:
-            if self.n_local_trials < 1:
-                raise ConfigError(
-                    f"n_local_trials: {self.n_local_trials!r} is not allowed; expected an integer >= 1 or null"
-                )
-            if self.backend != "torch":
-                raise ConfigError(
-                    f"n_local_trials: {self.n_local_trials!r} needs backend 'torch' (got backend {self.backend!r})"
-                )
-
+from dream_plugin.engine.clustering import kmeans_batched, nearest_per_cluster, nearest_unique, pad_problems, run_kmeans
+from dream_plugin.engine.clustering.kmeans import KMeansResult
+from dream_plugin.engine.clustering.options import KMeansOptions
+from dream_plugin.core.config import ConfigError
+from dream_plugin.core.requests import SelectionRequest, SelectionResult
+from dream_plugin.strategies._fingerprint import Fingerprint, fingerprint
+from dream_plugin.strategies.base import EmbeddingStrategy
 
 @dataclass(frozen=True)
 class DreamOptions:
@@ -257,7 +204,7 @@ class DreamStrategy(EmbeddingStrategy):
 
         Each request is answered as :meth:`select` would answer it (same cache, interval and
         generator), but the classes that need re-clustering are clustered as one padded batch
-        (:func:`~dream_plugin.clustering.kmeans_batched`, torch backend, ``batched: true``):
+        (:func:`~dream_plugin.engine.clustering.kmeans_batched`, torch backend, ``batched: true``):
         one seeding loop and one Lloyd loop for all of them instead of one per class. Classes
         are grouped by (number of clusters, feature size, device, warm start or not).
         """

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import ConfigError
-from ..requests import SelectionRequest, SelectionResult
-from .base import Strategy
+from dream_plugin.core.config import ConfigError
+from dream_plugin.core.requests import SelectionRequest, SelectionResult
+from dream_plugin.strategies.base import Strategy
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ class PrecomputedStrategy(Strategy):
 
     @property
     def picks_file(self):
-        """The loaded, validated :class:`~dream_plugin.picks.PicksFile` (loaded on first use)."""
+        """The loaded, validated :class:`~dream_plugin.engine.precompute.picks.PicksFile` (loaded on first use)."""
         if self._file is None:
-            from ..picks import load_picks
+            from dream_plugin.engine.precompute.picks import load_picks
 
             opts: PrecomputedOptions = self.options
             if opts.path is None:
@@ -83,11 +83,11 @@ class PrecomputedStrategy(Strategy):
         opts: PrecomputedOptions = self.options
         if self._fallback is None:
             if opts.on_missing == "dream":
-                from .dream import DreamStrategy
+                from dream_plugin.strategies.dream import DreamStrategy
 
                 self._fallback = DreamStrategy()
             else:
-                from .random import RandomStrategy
+                from dream_plugin.strategies.random import RandomStrategy
 
                 self._fallback = RandomStrategy()
         result = self._fallback.select(request)

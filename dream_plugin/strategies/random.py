@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..requests import SelectionRequest, SelectionResult
-from .base import Strategy
+from dream_plugin.core.requests import SelectionRequest, SelectionResult
+from dream_plugin.strategies.base import Strategy
 
 
 class RandomStrategy(Strategy):

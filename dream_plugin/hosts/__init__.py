@@ -1,0 +1,1 @@
+"""What else meets a host run: the records and logging observers, and ``dream-plugin integrate``."""
