@@ -81,3 +81,36 @@ def test_half_budget_test_flags_a_declining_reference():
     h = compare_pair("dream", "init-only", per_seed, its)["half_budget"]
     assert h["low"] > 0 and h["reference_declines"]
     assert h["verdict"] == "above zero, but the reference declines: not a speed-up"
+
+
+def _pair(treatment: str, reference: str, its: list[int], t: list[float], r: list[float]) -> dict:
+    per_seed = {treatment: {0: t, 1: [v + 0.01 for v in t]}, reference: {0: r, 1: [v + 0.01 for v in r]}}
+    return compare_pair(treatment, reference, per_seed, its)
+
+
+def test_paired_table_with_two_evaluation_points_has_one_difference_column():
+    text = format_paired([_pair("match-only", "random", [0, 1], [0.5, 0.6], [0.5, 0.55])], [0, 1])
+    header = text.splitlines()[1]
+    assert header.count("diff@1") == 1 and "diff@0" not in header
+    three = format_paired([_pair("match-only", "random", [0, 5, 10], [0.5, 0.6, 0.7], [0.5, 0.55, 0.6])], [0, 5, 10])
+    assert "diff@5" in three and "diff@10" in three
+
+
+def test_paired_table_marks_a_reference_that_did_not_rise_above_its_start():
+    its = [0, 5, 10]
+    flat = format_paired([_pair("match-only", "random", its, [0.5, 0.6, 0.6], [0.5, 0.52, 0.49])], its)
+    row = next(line for line in flat.splitlines() if line.startswith("match-only - random"))
+    assert "0/0 *" in row and "says nothing about speed" in flat
+    rising = format_paired([_pair("match-only", "random", its, [0.5, 0.6, 0.7], [0.5, 0.55, 0.6])], its)
+    assert " *" not in rising and "says nothing" not in rising
+
+
+def test_paired_table_columns_stay_aligned_for_long_arm_names():
+    its = [0, 5, 10]
+    pairs = [_pair("match:a-long-strategy-name", "match-only", its, [0.5, 0.6, 0.7], [0.5, 0.55, 0.6]),
+             _pair("match-only", "random", its, [0.5, 0.6, 0.7], [0.5, 0.55, 0.6])]
+    lines = format_paired(pairs, its).splitlines()
+    header, rows = lines[1], lines[2:4]
+    assert len({line.index("+") for line in rows}) == 1  # the first difference starts in one column
+    right_edge = header.index("diff@5") + len("diff@5")  # cells are right-aligned under their header
+    assert [line.index("]") + 1 for line in rows] == [right_edge, right_edge]

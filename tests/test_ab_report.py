@@ -94,3 +94,11 @@ def test_table_of_an_older_results_file_still_formats(decline):
     if decline is None:
         res.pop("reference_decline")
     assert "match-only" in format_table(res)
+
+
+def test_table_columns_stay_aligned_for_long_arm_names():
+    res = results_of({"random": [0.5, 0.6, 0.7], "match:precomputed": [0.5, 0.6, 0.7]})
+    lines = format_table(res).splitlines()
+    header, rows = lines[1], [row(format_table(res), "random"), row(format_table(res), "match:precomputed")]
+    edge = header.index(f"acc@{ITS[0]}") + len(f"acc@{ITS[0]}")
+    assert [line.index("±") + len("± 0.00") for line in rows] == [edge, edge]

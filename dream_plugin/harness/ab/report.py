@@ -23,7 +23,7 @@ def format_table(results: dict[str, Any]) -> str:
     head = (f"{cfg['method'].upper()} on {results['resolved']['dataset_name']}, ipc {cfg['ipc']}, "
             f"{cfg['iterations']} iterations; test accuracy % (mean ± std over {cfg['eval']['nets']} nets x "
             f"{cfg['seeds']} seed(s)); {env['device']}, {env['torch_threads']} threads")
-    cols = [("arm", 11), (f"acc@{its[0]}", 15), (f"final acc@{its[-1]}", 17), ("reach it", 8),
+    cols = [("arm", max([11, *map(len, results["arms"])])), (f"acc@{its[0]}", 15), (f"final acc@{its[-1]}", 17), ("reach it", 8),
             ("speed-up", 8), ("wall s", 8), ("distill s", 9), ("select s", 8), ("share", 6)]
     lines = [head, "  ".join(f"{n:>{w}}" if i else f"{n:<{w}}" for i, (n, w) in enumerate(cols))]
     same_start: list[str] = []
@@ -86,24 +86,31 @@ def format_paired(paired: list[dict[str, Any]], its: list[int]) -> str:
     """Matching-only pairs: per-seed differences (points), their mean and 95% t-interval."""
     n = paired[0]["final"]["n"]
     mid = its[len(its) // 2]
+    mid_column = mid != its[-1]  # with two evaluation points the middle one is the last
     lines = [f"matching only (same initialisation): treatment - reference, accuracy points, mean [95% t-interval] "
              f"over {n} seed(s)"]
-    cols = [("treatment - reference", 24), (f"diff@{mid}", 22), (f"diff@{its[-1]}", 22), ("reach it t/r", 12),
-            ("half-budget test", 30)]
+    labels = [f"{pair['treatment']} - {pair['reference']}" for pair in paired]
+    cols = [("treatment - reference", max([24, *map(len, labels)])), *([(f"diff@{mid}", 22)] if mid_column else []),
+            (f"diff@{its[-1]}", 22), ("reach it t/r", 12), ("half-budget test", 30)]
     lines.append("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(cols)))
-    for pair in paired:
+    flat = False
+    for label, pair in zip(labels, paired):
         at_mid = next(p for p in pair["points"] if p["iteration"] == mid)
         reach = pair["reach_mean_curve"]
         r = "/".join("-" if v is None else str(v) for v in (reach["treatment"], reach["reference"]))
+        if reach["reference"] == 0 and its[-1] > 0:  # the reference's final mean is not above its start
+            r, flat = r + " *", True
         h = pair["half_budget"]
-        cells = [f"{pair['treatment']} - {pair['reference']}", _ci(at_mid), _ci(pair["final"]), r,
-                 f"{_ci(h)} ({h['verdict']})"]
+        cells = [label, *([_ci(at_mid)] if mid_column else []), _ci(pair["final"]), r, f"{_ci(h)} ({h['verdict']})"]
         lines.append("  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, (_, w)) in enumerate(zip(cells, cols))))
     h = paired[0]["half_budget"]
     lines.append(f"reach it t/r: first iteration where the seed-mean curve of the treatment / the reference reaches "
                  f"the reference's final seed-mean accuracy; half-budget test: treatment at iteration {h['iteration']} "
                  f"minus reference at {h['of']} (above zero: the reference's final accuracy in at most half the "
                  "iterations)")
+    if flat:
+        lines.append("*: the reference's final seed-mean accuracy is not above its own start, so reaching it says "
+                     "nothing about speed")
     return "\n".join(lines)
 
 

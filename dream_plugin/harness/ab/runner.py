@@ -258,8 +258,10 @@ def _run_jobs(cfg: AbConfig, data: ImageDataset, device: torch.device, adapter_c
     With ``store_root`` each run saves its progress there, and runs finished by an earlier,
     interrupted invocation are taken from it instead of being run again.
     """
+    width = max([11, *(len(arm) for arm in cfg.arms)])
+
     def done(r: RunResult, note: str = "") -> None:
-        say(f"  {r.arm:<11} seed {r.seed}: final acc {np.mean(r.curve[-1]['accs']):.4f} "
+        say(f"  {r.arm:<{width}} seed {r.seed}: final acc {np.mean(r.curve[-1]['accs']):.4f} "
             f"({r.wall_seconds:.1f} s, selection {r.select_seconds:.1f} s){note}")
         runs.append(r)
 
