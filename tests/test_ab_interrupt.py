@@ -82,6 +82,17 @@ def test_resume_refuses_a_folder_of_another_config_naming_the_difference(tmp_pat
     assert "holds no interrupted dream-plugin ab run" in capsys.readouterr().err
 
 
+def test_resume_refuses_an_out_folder_other_than_the_resumed_one(tmp_path, capsys):
+    from dream_plugin.harness.ab import resume
+
+    resume.save_config(tmp_path, build_config(TINY))
+    other = tmp_path.parent / "elsewhere"
+    assert main(["ab", "--resume", str(tmp_path), "--out", str(other)]) == 2
+    assert (f"--resume {str(tmp_path)!r} continues the run in that folder and writes its results there; --out "
+            f"{str(other)!r} names another folder: drop --out") in capsys.readouterr().err
+    assert not other.exists()
+
+
 def test_a_fresh_run_into_an_interrupted_folder_points_to_resume(tmp_path, capsys):
     from dream_plugin.harness.ab import resume
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from dream_plugin.core.config import ConfigError, load_yaml
@@ -89,6 +90,10 @@ def cmd_ab(args: argparse.Namespace) -> int:
             raise ConfigError("--resume continues the run in its folder and --force starts over there; give one")
         if args.dry_run:
             raise ConfigError("--resume continues a run and --dry-run only estimates one; give one")
+        out = getattr(args, _dest("out"))
+        if out is not None and Path(out).resolve() != Path(args.resume).resolve():
+            raise ConfigError(f"--resume {args.resume!r} continues the run in that folder and writes its results there; "
+                              f"--out {out!r} names another folder: drop --out")
         cfg = resume_config(args.resume, file_data, flags_to_overrides(args), quick=args.quick)
     else:
         cfg = build_config(file_data, flags_to_overrides(args), quick=args.quick, preset=args.preset)
