@@ -11,7 +11,7 @@ from dream_plugin.core.requests import SelectionRecord, SelectionRequest, Select
 from dream_plugin.core.selector import Selector
 from dream_plugin.strategies import Strategy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ConfigError",
