@@ -337,7 +337,7 @@ def test_gpu_benchmark_script_runs_on_cpu():
 @pytest.mark.quick
 def test_selection_benchmark_seeding_section_runs(tmp_path):
     # the documented `python -m benchmarks.run` command, smallest section: it must run, and its
-    # rows must show what docs/benchmarks.md says of the three seeding methods
+    # rows must show what docs/speed.md says of the three seeding methods
     import json
 
     out_json = tmp_path / "seeding.json"

@@ -181,7 +181,7 @@ def add_precompute_parser(sub: Any) -> None:
     km.add_argument("--tol", type=float, default=1e-4)
     km.add_argument("--backend", default="torch", choices=list(BACKEND_NAMES))
     km.add_argument("--seeding", default=None, choices=list(SEEDING_METHODS),
-                    help="how k-means++ gets its distances (torch backend; default direct; see docs/benchmarks.md)")
+                    help="how k-means++ gets its distances (torch backend; default blocked; see docs/speed.md, \"Seeding\")")
     km.add_argument("--n-local-trials", type=int, default=None,
                     help="k-means++ candidates per step (torch backend; default 2 + ln K, 1 = classic k-means++)")
     km.add_argument("--kmeans-seed", type=int, default=0)

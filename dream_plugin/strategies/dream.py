@@ -4,7 +4,7 @@ Picks are cached per (call kind, class, n) and re-clustered every ``interval`` c
 class, as the official code re-clusters every ``interval`` inner iterations. DREAM+ sub-sampling
 (``subsample`` = s > 1) clusters into n/s groups and takes the s items nearest each centroid.
 
-Speed features (see docs/benchmarks.md, "Selection speed"):
+Speed features (see docs/speed.md, "Selection speed"):
 
 * ``embedding_cache`` (off by default: it keeps one pool of features per class): a class pool's embeddings are reused when the network (every parameter and
   buffer: same tensor object, data pointer and autograd version; same train/eval modes), the

@@ -19,7 +19,7 @@ __all__ = ["check_chunk_size", "check_pair", "compute_dtype", "nearest_centroid"
 
 #: Up to this many centroids the assignment computes ``c x^T`` (K x rows) instead of ``x c^T``:
 #: the skinny product is 1.4-2.3x faster that way round with MKL on the CPUs we measured
-#: (docs/benchmarks.md, "Selection speed"), and the same for larger K.
+#: (docs/speed.md, "Selection speed"), and the same for larger K.
 TRANSPOSED_MAX_K = 16
 
 

@@ -56,7 +56,7 @@ def kmeans(
       accelerators). An explicit choice: nothing switches it by device or batch size.
     * ``n_local_trials``: k-means++ candidates per step; None (default) is scikit-learn's greedy
       ``2 + floor(ln K)``, 1 is classic k-means++ (less seeding work, more inertia: see
-      docs/benchmarks.md, "Seeding").
+      docs/speed.md, "Seeding").
     * ``generator``: CPU (or x-device) ``torch.Generator`` that seeds the initialisation; same
       state gives the same result, ``None`` uses a fresh nondeterministic generator.
     * Stops when the labels no longer change, or when the summed squared centroid shift is

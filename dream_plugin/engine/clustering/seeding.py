@@ -49,7 +49,7 @@ __all__ = [
 #: Accepted values of ``method`` (``seeding=`` in the k-means entry points).
 SEEDING_METHODS = ("direct", "pairwise", "blocked")
 
-#: The default, on every device and batch size (see docs/benchmarks.md, "Seeding"): the fastest
+#: The default, on every device and batch size (see docs/speed.md, "Seeding"): the fastest
 #: on the CPU for small and large pools alike. ``'direct'`` avoids the rejection step's host
 #: synchronisations on accelerators; ``'pairwise'`` is the Gram-matrix variant of ``'direct'``.
 DEFAULT_SEEDING = "blocked"
@@ -85,7 +85,7 @@ def n_trials_for(k: int, n_local_trials: int | None = None) -> int:
     """Candidates per greedy step: ``n_local_trials``, or ``2 + floor(ln K)`` (scikit-learn's rule) when None.
 
     1 is classic (non-greedy) k-means++: about ``2 + ln K`` times less seeding work, at some cost in
-    inertia (docs/benchmarks.md, "Selection speed").
+    inertia (docs/speed.md, "Selection speed").
     """
     if n_local_trials is None:
         return 2 + int(math.log(k))

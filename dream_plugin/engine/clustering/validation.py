@@ -24,7 +24,7 @@ __all__ = [
 
 #: String initialisations accepted by :func:`kmeans` (a ``(K, D)`` tensor is also allowed).
 #: ``'k-means++-sampled'`` runs k-means++ on a random subsample of ``max(20 K, 1000)`` rows
-#: (cheaper seeding on large pools; see docs/benchmarks.md, "Selection speed").
+#: (cheaper seeding on large pools; see docs/speed.md, "Selection speed").
 INIT_METHODS = ("k-means++", "k-means++-sampled", "random")
 
 #: Arithmetic of the distance matrix products: ``'fp32'`` (default, exact float32),
