@@ -236,3 +236,81 @@ def test_idc_match_batch_smaller_than_batch_size_is_the_class_size():
     with pytest.raises(HostSamplerError, match=r"class_sample\(0\) returned 19 images .*; expected 20 \(the whole "
                                                r"class pool when batch_size exceeds its 20 images\)$"):
         bad.class_sample(0)
+
+
+# -- MTT: get_images for initialisation, and the expert batches ---------------------------------------
+def _mtt_host(images, ic):
+    def get_images(c, n):  # MTT's distill.py, unchanged
+        return images[np.random.permutation(ic[c])[:n]]
+
+    return get_images
+
+
+@pytest.mark.parametrize("strategy", ARMS)
+def test_mtt_init_gives_the_same_answer_to_a_host_bug_in_every_arm(strategy):
+    images, labels = clustered_images(3, 24)
+    ic = class_index_lists(labels, 3)
+    adapter = wrap_mtt_get_images(_mtt_host(images, ic), images, ic, net_factory=lambda: host_constructor("features"),
+                                  selector=make_selector(strategy))
+    message = ("get_images(1, 30): n exceeds the 24 images of class 1; the whole class pool is returned, as the "
+               "host sampler does")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = adapter(1, 30)
+    assert got.shape[0] == 24 and {tuple(x.flatten().tolist()) for x in got} == {tuple(x.flatten().tolist())
+                                                                                for x in images[ic[1]]}
+    shown = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert shown == ([] if strategy == "random" else [message])
+    assert adapter.records[-1].note == ("" if strategy == "random" else message)
+    for c in (-1, 3):
+        with pytest.raises(IndexError) as info:
+            adapter(c, 2)
+        assert str(info.value).startswith(f"get_images({c}, 2): class {c} is out of range; the host sampler has "
+                                          "classes 0..2 (indices_class)")
+
+
+def test_mtt_init_unusable_host_answer_is_refused_naming_the_host_sampler():
+    images, labels = clustered_images(3, 24)
+    ic = class_index_lists(labels, 3)
+    adapter = wrap_mtt_get_images(lambda c, n: images[:2], images, ic, selector=make_selector("random"))
+    with pytest.raises(HostSamplerError, match=r"^the host sampler's get_images\(0, 3\) returned 2 images "
+                                               r"\(shape \(2, 1, 8, 8\)\); expected 3$"):
+        adapter(0, 3)
+    assert adapter.records[-1].note.startswith("unusable answer: the host sampler's get_images(0, 3)")
+
+
+class BrokenLoader:
+    """A host loader whose second batch is unusable."""
+
+    def __init__(self, loader, bad):
+        self.loader, self.bad = loader, bad
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            yield self.bad(batch) if i == 1 else batch
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (lambda b: None, "is NoneType, not (images, labels)"),
+    (lambda b: b[0], "is Tensor, not (images, labels)"),
+    (lambda b: [b[0]], "is list of 1, not (images, labels)"),
+    (lambda b: [b[0].tolist(), b[1]], "has images of type list, not a tensor of images"),
+    (lambda b: [b[0][:0], b[1][:0]], "has 0 images (shape (0, 1, 8, 8)); expected at least 1"),
+])
+def test_mtt_expert_batches_refuse_an_unusable_host_batch_naming_the_host_sampler(bad, problem):
+    x, y = clustered_images(3, 20)
+    host = BrokenLoader(DataLoader(TensorDataset(x, y), batch_size=12), bad)
+    sel = make_selector("random")
+    batches = RepresentativeBatches((x, y), 12, net=lambda: FeaturesNet(), selector=sel, host_sampler=host)
+    it = iter(batches)
+    first = next(it)
+    assert torch.equal(first[0], x[:12])  # the good batches pass untouched
+    with pytest.raises(HostSamplerError) as info:
+        next(it)
+    assert str(info.value) == f"the host sampler's batch 1 (iterating it, counting from 0) {problem}"
+    assert [r.note for r in sel.records] == [
+        "expert-training batch from the host's own loader",
+        f"unusable answer: {info.value}; expert-training batch from the host's own loader"]
