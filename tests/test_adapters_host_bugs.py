@@ -314,3 +314,18 @@ def test_mtt_expert_batches_refuse_an_unusable_host_batch_naming_the_host_sample
     assert [r.note for r in sel.records] == [
         "expert-training batch from the host's own loader",
         f"unusable answer: {info.value}; expert-training batch from the host's own loader"]
+
+
+# -- generic: no host sampler, so every arm is the selector, and answers alike ------------------------
+@pytest.mark.parametrize("strategy", ARMS)
+def test_class_sampler_answers_a_bad_call_alike_in_every_arm(strategy):
+    x, y = clustered_images(3, 20)
+    sampler = make_class_sampler(x, y, net=FeaturesNet(), selector=make_selector(strategy))
+    with pytest.raises(ValueError) as info:
+        sampler(0, 25)
+    assert str(info.value) == "n=25 exceeds the 20 images of class 0; ask for at most 20 (selection is without replacement)"
+    for c in (-1, 3):
+        with pytest.raises(IndexError) as info:
+            sampler(c, 2)
+        assert str(info.value) == f"class {c} has no images (classes: [0, 1, 2])"
+    assert sampler.records == []
