@@ -8,6 +8,12 @@ For codebases without a ``get_images``-style function or an IDC class loader:
 * :class:`RepresentativeBatchSampler` is a ``torch.utils.data.Sampler`` of index lists, usable as
   ``DataLoader(dataset, batch_sampler=RepresentativeBatchSampler(...))``: every batch holds
   ``n_per_class`` images of each class, chosen per class by the configured strategy.
+
+Neither wraps a host sampler, so every arm (``random`` included) answers through the selector and a
+bad call gets the same answer in every arm: ``n`` above a class's images is the selector's
+``n=25 exceeds the 20 images of class 0; ...``, a class id without images (negative included) is
+``class -1 has no images (classes: [0, 1, 2])``. (``RepresentativeBatchSampler`` caps
+``n_per_class`` at each class's size itself.)
 """
 
 from __future__ import annotations

@@ -21,6 +21,15 @@ whole-class request, which is passed through unchanged. With the random arm (``r
 the original ``class_sample`` answers with exactly the host's arguments, so initialisation still
 gets the first ipc images and matching the host's random batch. With DREAM the images are
 normalised (``normalize=``) for embedding only; the returned images stay raw.
+
+A host bug gets the same answer in every arm (see :mod:`~dream_plugin.adapters.host_answer`):
+
+* a size above the class (``class_sample(c, ipc)`` with ipc > class size): IDC's ``cls_idx[c][:ipc]``
+  returns the whole class, so every arm does (the non-host arms with a warning and a record note);
+* a class id out of range, negative included (``cls_idx[-1]`` would silently read the last
+  class): refused in every arm before anything is drawn, naming the call (``class_sample(-1)``);
+* a host answer that is not ``(images, labels)`` with a tensor of ``min(ipc, class size)`` images
+  (``min(batch_size, class size)`` for ``class_sample(c)``): refused naming the call, the record noting it.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import torch
 from dream_plugin.core.selector import Selector
 
 from ._common import as_sizes, check_class_n, default_selector, host_call, select_positions, uses_host
+from .host_answer import HostSamplerError, call_text, check_answer, check_class, checked_host_call, whole_pool_note
 from .network import NetworkSource
 
 __all__ = ["ClassLoaderAdapter", "wrap_class_loader"]
@@ -110,6 +120,7 @@ class ClassLoaderAdapter:
         self.pool_access = pool_access
         self._cache: dict[int, torch.Tensor] = {}
         self._warned_raw = False
+        self._warned_whole_pool: set[tuple[int, int]] = set()
 
     # -- proxying ---------------------------------------------------------------------------------
     @property
@@ -150,42 +161,85 @@ class ClassLoaderAdapter:
         else:
             c, _ = check_class_n(c, 0)
             k = 0
+        call = call_text("class_sample", c, k) if given else call_text("class_sample", c)
+        self._check_class(c, call)  # every arm, before any draw (see adapters.host_answer)
         if k <= 0:
-            return self._answer("match", c, None, given, ipc)
+            return self._answer("match", c, None, given, ipc, call)
         if k in self.init_sizes:
-            return self._answer("init", c, k, given, ipc)
+            return self._answer("init", c, k, given, ipc, call)
         size = self._class_size(c, required=False)
         kind = "match" if self.init_sizes else "init"
         if size is not None and k == size:  # whole class: a fetch, not a selection (recorded as such)
-            return host_call(
+            return checked_host_call(
                 self.selector, kind, c, k, size, lambda: self.loader.class_sample(c, ipc),
+                lambda out: check_answer(out, c, k, size, call=call, pair=True, size_name="ipc"),
                 note="whole class: n equals the class size, nothing to select",
             )
-        return self._answer(kind, c, k, given, ipc)
+        return self._answer(kind, c, k, given, ipc, call)
 
     def init_sample(self, c: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Initialisation images of class ``c`` (host random arm: its first n images)."""
         c, n = check_class_n(c, n)
-        return self._answer("init", c, n, True, n)
+        call = self._sized_call("init_sample", c, n)
+        return self._answer("init", c, n, True, n, call)
 
     def match_sample(self, c: int, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A real batch of class ``c`` to match against (n: default as for ``class_sample(c)``)."""
         if n is None:
             c, _ = check_class_n(c, 0)
-            return self._answer("match", c, None, False, None)
+            call = call_text("class_sample", c)
+            self._check_class(c, call)
+            return self._answer("match", c, None, False, None, call)
         c, n = check_class_n(c, n)
-        return self._answer("match", c, n, True, n)
+        call = self._sized_call("match_sample", c, n)
+        return self._answer("match", c, n, True, n, call)
+
+    def _sized_call(self, method: str, c: int, n: int) -> str:
+        """The host call an explicit ``init_sample`` / ``match_sample`` makes in the random arm, checked."""
+        if n < 1:  # class_sample(c, n <= 0) is the host's random batch: not n images, in no arm
+            raise ValueError(f"{method}({c}, {n}): n must be >= 1, got {n}; for the host's random batch of class "
+                             f"{c} call match_sample({c}) (class_sample({c}))")
+        call = call_text("class_sample", c, n)
+        self._check_class(c, call)
+        return call
+
+    def _check_class(self, c: int, call: str) -> None:
+        """Refuse a class id the host has not (negative included), naming the host call."""
+        classes = self._classes()
+        if classes is not None:
+            check_class(c, None, classes[0], call=call, where=classes[1])
+
+    def _classes(self) -> tuple[Any, str] | None:
+        """What the host indexes by class, and its name: ``cls_idx``, ``nclass`` or ``class_sizes``."""
+        loader = self.loader
+        cls_idx = getattr(loader, "cls_idx", None)
+        if cls_idx is not None and hasattr(cls_idx, "__len__"):
+            return cls_idx, "cls_idx"
+        nclass = getattr(loader, "nclass", None)
+        if not isinstance(nclass, bool) and isinstance(nclass, int):
+            return range(nclass), "nclass"
+        if self.class_sizes is not None and not callable(self.class_sizes) and hasattr(self.class_sizes, "__len__"):
+            return self.class_sizes, "class_sizes"
+        return None
 
     # -- answering --------------------------------------------------------------------------------
-    def _answer(self, kind: str, c: int, n: int | None, given: bool, ipc: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _answer(self, kind: str, c: int, n: int | None, given: bool, ipc: Any,
+                call: str) -> tuple[torch.Tensor, torch.Tensor]:
         if uses_host(self.selector, kind):
-            size = self._class_size(c, required=False) or 0
+            size = self._class_size(c, required=False)
             shown = n if n is not None else self._default_match_n(c, required=False) or 0
-            call = (lambda: self.loader.class_sample(c, ipc)) if given else (lambda: self.loader.class_sample(c))
-            return host_call(self.selector, kind, c, shown, size, call)
+            expected = n if n is not None else self._host_batch_size()  # class_sample(c): the host's batch_size
+            size_name = "ipc" if n is not None else "batch_size"
+            fn = (lambda: self.loader.class_sample(c, ipc)) if given else (lambda: self.loader.class_sample(c))
+            return checked_host_call(
+                self.selector, kind, c, shown, size or 0, fn,
+                lambda out: check_answer(out, c, expected, size, call=call, pair=True, size_name=size_name),
+            )
         if n is None:
             n = self._default_match_n(c, required=True)
-        pool, load = self._pool(c)
+        pool, load = self._pool(c, kind)
+        if n > pool.numel():  # the host's cls_idx[c][:ipc] returns the whole class here: so does every arm
+            return self._whole_pool(kind, c, n, pool, load, call)
         positions = select_positions(self.selector, self.source, kind, c, n, pool, load)
         if not self.source.normalizes and not self._warned_raw and self.selector.records[-1].embed_source != "none":
             self._warned_raw = True
@@ -199,6 +253,26 @@ class ClassLoaderAdapter:
         images = load(positions)
         labels = torch.full((n,), c, dtype=torch.int64, device=images.device)
         return images, labels
+
+    def _whole_pool(self, kind: str, c: int, n: int, pool: torch.Tensor, load: Callable[[torch.Tensor], torch.Tensor],
+                    call: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every image of class ``c``, in the host's order, as the host sampler answers a size above the class."""
+        size = int(pool.numel())
+        message = whole_pool_note(c, n, size, call=call, size_name="ipc")
+        if (c, n) not in self._warned_whole_pool:
+            self._warned_whole_pool.add((c, n))
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+        self.selector.record_host_call(kind, c, n, 0.0, answered_by="adapter (whole class pool)", pool_size=size,
+                                       strategy=self.selector.strategy_name(kind), note=message)
+        images = load(torch.arange(size, dtype=torch.int64))
+        return images, torch.full((size,), c, dtype=torch.int64, device=images.device)
+
+    def _host_batch_size(self) -> int | None:
+        """The host's ``batch_size``: its ``class_sample(c)`` answers that many images, capped at the class size."""
+        bs = getattr(self.loader, "batch_size", None)
+        if isinstance(bs, bool) or not hasattr(bs, "__index__") or int(bs) < 1:
+            return None
+        return int(bs)
 
     def _default_match_n(self, c: int, *, required: bool) -> int | None:
         n = self.match_n if self.match_n is not None else getattr(self.loader, "batch_size", None)
@@ -226,7 +300,7 @@ class ClassLoaderAdapter:
             )
         return None
 
-    def _pool(self, c: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    def _pool(self, c: int, kind: str) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         loader = self.loader
         use_index = self.pool_access == "index" or (self.pool_access == "auto" and _has_index_access(loader))
         if use_index:
@@ -243,13 +317,14 @@ class ClassLoaderAdapter:
         cached = self._cache.get(c)
         if cached is None:
             size = self._class_size(c, required=True)
-            got = loader.class_sample(c, size)
-            cached = got[0] if isinstance(got, (tuple, list)) else got
-            if not isinstance(cached, torch.Tensor) or cached.shape[0] != size:
-                raise ValueError(
-                    f"loader.class_sample({c}, {size}) should return all {size} images of the class, got "
-                    f"{tuple(cached.shape) if isinstance(cached, torch.Tensor) else type(cached).__name__}"
-                )
+            got = loader.class_sample(c, size)  # the whole class, as the official DREAM code fetches it
+            problem = check_answer(got, c, size, size, call=call_text("class_sample", c, size), pair=True,
+                                   size_name="ipc")
+            if problem:
+                self.selector.record_host_call(kind, c, size, 0.0, pool_size=size, note=f"unusable answer: {problem}; "
+                                               "fetching the class pool")
+                raise HostSamplerError(problem)
+            cached = got[0]
             self._cache[c] = cached
         cls_idx = getattr(loader, "cls_idx", None)
         if cls_idx is not None and len(cls_idx[c]) == cached.shape[0]:

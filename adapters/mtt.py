@@ -25,6 +25,7 @@ from dream_plugin.core.selector import Selector
 from ._common import default_selector, uses_host
 from .generic import RepresentativeBatchSampler
 from .get_images import GetImagesAdapter
+from .host_answer import HostSamplerError, check_batch
 
 __all__ = ["wrap_mtt_get_images", "RepresentativeBatches"]
 
@@ -132,8 +133,13 @@ class RepresentativeBatches:
             yield self.images[idx.to(self.images.device)], self.labels[idx]
 
     def _host_batches(self) -> Iterator[Any]:
-        """The host sampler's batches, untouched, each recorded (class_id -1: a batch of every class)."""
+        """The host sampler's batches, untouched, each recorded (class_id -1: a batch of every class).
+
+        A batch that is not ``(images, labels)`` with at least one image is refused naming the host
+        sampler (:func:`~dream_plugin.adapters.host_answer.check_batch`), the record noting it.
+        """
         batches = iter(self.host_sampler)
+        index = 0
         while True:
             start = time.perf_counter()
             try:
@@ -141,10 +147,15 @@ class RepresentativeBatches:
             except StopIteration:
                 return
             n = _batch_size(batch)
+            note = "expert-training batch from the host's own loader"
+            problem = check_batch(batch, index)
             self.selector.record_host_call(
                 "match", -1, n, time.perf_counter() - start,
-                pool_size=int(self.labels.numel()), note="expert-training batch from the host's own loader",
+                pool_size=int(self.labels.numel()), note=f"unusable answer: {problem}; {note}" if problem else note,
             )
+            if problem:
+                raise HostSamplerError(problem)
+            index += 1
             yield batch
 
     @property
