@@ -41,7 +41,7 @@ import torch
 
 from dream_plugin.core.selector import Selector
 
-from ._common import as_sizes, check_class_n, default_selector, host_call, select_positions, uses_host
+from ._common import as_sizes, check_class_n, default_selector, select_positions, uses_host
 from .host_answer import HostSamplerError, call_text, check_answer, check_class, checked_host_call, whole_pool_note
 from .network import NetworkSource
 
