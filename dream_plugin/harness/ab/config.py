@@ -13,8 +13,10 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from dream_plugin.common.errors import check_allowed
 from dream_plugin.core.config import ConfigError, Settings, build_dataclass, deep_merge, parse_settings
 from dream_plugin.harness.ab.distances import GRADIENT_METRICS
+from dream_plugin.harness.devices import resolve_device
 
 from dream_plugin.harness.ab.names import ARM_FORMS, ARMS, AUG_OPS, METHODS, arm_file_name, arm_strategies  # noqa: F401 - ARMS and METHODS are imported from here too
 
@@ -191,62 +193,62 @@ class AbConfig:
         from dream_plugin.harness.ab.validity import check_finite_config
 
         check_finite_config(self)  # inf passes the "> 0" checks below
-        _need(self.method in METHODS, "method (--method)", self.method, "one of " + ", ".join(METHODS))
+        check_allowed(self.method in METHODS, "method (--method)", self.method, "one of " + ", ".join(METHODS))
         if not self.arms:
             raise ConfigError("arms (--arms): at least one arm is needed; known arms: " + ", ".join(ARMS))
         for a in self.arms:
-            _need(arm_strategies(a) is not None, "arms (--arms)", a, ARM_FORMS + "; named arms: " + ", ".join(ARMS))
+            check_allowed(arm_strategies(a) is not None, "arms (--arms)", a, ARM_FORMS + "; named arms: " + ", ".join(ARMS))
         dup = sorted({a for a in self.arms if self.arms.count(a) > 1})
         if dup:
             raise ConfigError(f"arms (--arms): {', '.join(dup)} listed more than once")
         _check_dataset(self.dataset, self.root)
-        _need(self.seeds >= 1, "seeds (--seeds)", self.seeds, "an integer >= 1 (how many seeds to run)")
-        _need(self.seed >= 0, "seed (--seed)", self.seed, "an integer >= 0")
-        _need(self.ipc >= 1, "ipc (--ipc)", self.ipc, "an integer >= 1 (synthetic images per class)")
-        _need(self.iterations >= 1, "iterations (--iterations)", self.iterations, "an integer >= 1")
-        _need(self.eval_points >= 1, "eval_points (--eval-points)", self.eval_points, "an integer >= 1")
+        check_allowed(self.seeds >= 1, "seeds (--seeds)", self.seeds, "an integer >= 1 (how many seeds to run)")
+        check_allowed(self.seed >= 0, "seed (--seed)", self.seed, "an integer >= 0")
+        check_allowed(self.ipc >= 1, "ipc (--ipc)", self.ipc, "an integer >= 1 (synthetic images per class)")
+        check_allowed(self.iterations >= 1, "iterations (--iterations)", self.iterations, "an integer >= 1")
+        check_allowed(self.eval_points >= 1, "eval_points (--eval-points)", self.eval_points, "an integer >= 1")
         if self.eval_at is not None:
             if not self.eval_at:
                 raise ConfigError("eval_at (--eval-at): give at least one iteration, or null to use eval_points")
             for it in self.eval_at:
-                _need(0 <= it <= self.iterations, "eval_at (--eval-at)", it,
-                      f"iterations between 0 and iterations={self.iterations}")
-        _need(self.batch_real >= 1, "batch_real (--batch-real)", self.batch_real, "an integer >= 1")
+                check_allowed(0 <= it <= self.iterations, "eval_at (--eval-at)", it,
+                              f"iterations between 0 and iterations={self.iterations}")
+        check_allowed(self.batch_real >= 1, "batch_real (--batch-real)", self.batch_real, "an integer >= 1")
         if self.lr_img is not None:
-            _need(self.lr_img > 0, "lr_img (--lr-img)", self.lr_img, "a number > 0 (or null for the method's default)")
-        _need(0 <= self.momentum_img < 1, "momentum_img (--momentum-img)", self.momentum_img, "a number in [0, 1)")
+            check_allowed(self.lr_img > 0, "lr_img (--lr-img)", self.lr_img, "a number > 0 (or null for the method's default)")
+        check_allowed(0 <= self.momentum_img < 1, "momentum_img (--momentum-img)", self.momentum_img, "a number in [0, 1)")
         ops = [o for o in self.dsa_strategy.split("_") if o]
         if not ops:
             raise ConfigError(f"dsa_strategy (--dsa-strategy): {self.dsa_strategy!r} names no operation; "
                               f"expected operations joined by '_' among {', '.join(AUG_OPS)}")
         for o in ops:
-            _need(o in AUG_OPS, "dsa_strategy (--dsa-strategy)", o,
-                  f"operations joined by '_' among {', '.join(AUG_OPS)}")
-        _need(self.interval >= 1, "interval (--interval)", self.interval, "an integer >= 1")
-        _need(self.subsample >= 1, "subsample (--subsample)", self.subsample, "an integer >= 1")
+            check_allowed(o in AUG_OPS, "dsa_strategy (--dsa-strategy)", o,
+                          f"operations joined by '_' among {', '.join(AUG_OPS)}")
+        check_allowed(self.interval >= 1, "interval (--interval)", self.interval, "an integer >= 1")
+        check_allowed(self.subsample >= 1, "subsample (--subsample)", self.subsample, "an integer >= 1")
         if "dream+" in self.arms and self.batch_real % self.subsample:
             raise ConfigError(f"subsample (--subsample): {self.subsample} does not divide batch_real={self.batch_real}; "
                               "the dream+ arm takes batch_real/subsample centroids and subsample images nearest each")
         self._check_idc()
-        _need(self.model.width >= 1, "model.width (--width)", self.model.width, "an integer >= 1")
-        _need(self.model.depth >= 1, "model.depth (--depth)", self.model.depth, "an integer >= 1")
-        _need(self.dc.outer_loop >= 1, "dc.outer_loop (--outer-loop)", self.dc.outer_loop, "an integer >= 1")
-        _need(self.dc.inner_loop >= 0, "dc.inner_loop (--inner-loop)", self.dc.inner_loop, "an integer >= 0")
-        _need(self.dc.lr_net > 0, "dc.lr_net (--lr-net)", self.dc.lr_net, "a number > 0")
-        _need(self.dc.batch_train >= 1, "dc.batch_train (--batch-train)", self.dc.batch_train, "an integer >= 1")
-        _need(self.eval.nets >= 1, "eval.nets (--eval-nets)", self.eval.nets, "an integer >= 1")
-        _need(self.eval.epochs >= 1, "eval.epochs (--eval-epochs)", self.eval.epochs, "an integer >= 1")
-        _need(self.eval.lr > 0, "eval.lr (--eval-lr)", self.eval.lr, "a number > 0")
-        _need(self.eval.batch >= 1, "eval.batch (--eval-batch)", self.eval.batch, "an integer >= 1")
-        _need(self.eval.weight_decay >= 0, "eval.weight_decay (--eval-weight-decay)", self.eval.weight_decay, "a number >= 0")
-        _need(0 <= self.eval.momentum < 1, "eval.momentum (--eval-momentum)", self.eval.momentum, "a number in [0, 1)")
+        check_allowed(self.model.width >= 1, "model.width (--width)", self.model.width, "an integer >= 1")
+        check_allowed(self.model.depth >= 1, "model.depth (--depth)", self.model.depth, "an integer >= 1")
+        check_allowed(self.dc.outer_loop >= 1, "dc.outer_loop (--outer-loop)", self.dc.outer_loop, "an integer >= 1")
+        check_allowed(self.dc.inner_loop >= 0, "dc.inner_loop (--inner-loop)", self.dc.inner_loop, "an integer >= 0")
+        check_allowed(self.dc.lr_net > 0, "dc.lr_net (--lr-net)", self.dc.lr_net, "a number > 0")
+        check_allowed(self.dc.batch_train >= 1, "dc.batch_train (--batch-train)", self.dc.batch_train, "an integer >= 1")
+        check_allowed(self.eval.nets >= 1, "eval.nets (--eval-nets)", self.eval.nets, "an integer >= 1")
+        check_allowed(self.eval.epochs >= 1, "eval.epochs (--eval-epochs)", self.eval.epochs, "an integer >= 1")
+        check_allowed(self.eval.lr > 0, "eval.lr (--eval-lr)", self.eval.lr, "a number > 0")
+        check_allowed(self.eval.batch >= 1, "eval.batch (--eval-batch)", self.eval.batch, "an integer >= 1")
+        check_allowed(self.eval.weight_decay >= 0, "eval.weight_decay (--eval-weight-decay)", self.eval.weight_decay, "a number >= 0")
+        check_allowed(0 <= self.eval.momentum < 1, "eval.momentum (--eval-momentum)", self.eval.momentum, "a number in [0, 1)")
         if self.cache is not None:
-            _need(isinstance(self.cache, str) and self.cache.strip() != "", "cache (--cache)", self.cache,
-                  "a folder path, or null for no cache")
-        _check_device(self.device)
-        _need(self.jobs >= 1, "jobs (--jobs)", self.jobs, "an integer >= 1 (parallel runs)")
+            check_allowed(isinstance(self.cache, str) and self.cache.strip() != "", "cache (--cache)", self.cache,
+                          "a folder path, or null for no cache")
+        resolve_device(self.device)  # auto, or a device that exists here
+        check_allowed(self.jobs >= 1, "jobs (--jobs)", self.jobs, "an integer >= 1 (parallel runs)")
         if self.threads is not None:
-            _need(self.threads >= 1, "threads (--threads)", self.threads, "an integer >= 1 (or null for torch's default)")
+            check_allowed(self.threads >= 1, "threads (--threads)", self.threads, "an integer >= 1 (or null for torch's default)")
         for key in ("strategy", "init", "seed"):
             if key in self.selector and not (key == "init" and set(self.selector[key]) <= {"factor"}):
                 raise ConfigError(f"selector.{key}: set by each arm (and the run's seed); remove it from selector")
@@ -255,17 +257,17 @@ class AbConfig:
 
     def _check_idc(self) -> None:
         i = self.idc
-        _need(i.factor >= 1, "idc.factor (--factor)", i.factor, "an integer >= 1")
-        _need(i.inner_loop >= 1, "idc.inner_loop (--idc-inner-loop)", i.inner_loop, "an integer >= 1")
-        _need(i.fix_iter >= 1, "idc.fix_iter (--fix-iter)", i.fix_iter, "an integer >= 1")
-        _need(i.n_data >= 0, "idc.n_data (--n-data)", i.n_data, "an integer >= 0 (0: the network is never trained)")
-        _need(i.pretrain >= 0, "idc.pretrain (--pretrain)", i.pretrain, "an integer >= 0")
-        _need(i.batch_net >= 1, "idc.batch_net (--batch-net)", i.batch_net, "an integer >= 1")
-        _need(i.lr_net > 0, "idc.lr_net (--idc-lr-net)", i.lr_net, "a number > 0")
-        _need(0 <= i.momentum_net < 1, "idc.momentum_net (--idc-momentum-net)", i.momentum_net, "a number in [0, 1)")
-        _need(i.weight_decay_net >= 0, "idc.weight_decay_net (--idc-weight-decay-net)", i.weight_decay_net, "a number >= 0")
-        _need(i.metric in GRADIENT_METRICS, "idc.metric (--metric)", i.metric, "one of " + ", ".join(GRADIENT_METRICS))
-        _need(i.batch_syn_max >= 1, "idc.batch_syn_max (--batch-syn-max)", i.batch_syn_max, "an integer >= 1")
+        check_allowed(i.factor >= 1, "idc.factor (--factor)", i.factor, "an integer >= 1")
+        check_allowed(i.inner_loop >= 1, "idc.inner_loop (--idc-inner-loop)", i.inner_loop, "an integer >= 1")
+        check_allowed(i.fix_iter >= 1, "idc.fix_iter (--fix-iter)", i.fix_iter, "an integer >= 1")
+        check_allowed(i.n_data >= 0, "idc.n_data (--n-data)", i.n_data, "an integer >= 0 (0: the network is never trained)")
+        check_allowed(i.pretrain >= 0, "idc.pretrain (--pretrain)", i.pretrain, "an integer >= 0")
+        check_allowed(i.batch_net >= 1, "idc.batch_net (--batch-net)", i.batch_net, "an integer >= 1")
+        check_allowed(i.lr_net > 0, "idc.lr_net (--idc-lr-net)", i.lr_net, "a number > 0")
+        check_allowed(0 <= i.momentum_net < 1, "idc.momentum_net (--idc-momentum-net)", i.momentum_net, "a number in [0, 1)")
+        check_allowed(i.weight_decay_net >= 0, "idc.weight_decay_net (--idc-weight-decay-net)", i.weight_decay_net, "a number >= 0")
+        check_allowed(i.metric in GRADIENT_METRICS, "idc.metric (--metric)", i.metric, "one of " + ", ".join(GRADIENT_METRICS))
+        check_allowed(i.batch_syn_max >= 1, "idc.batch_syn_max (--batch-syn-max)", i.batch_syn_max, "an integer >= 1")
 
     def _check_selectors(self) -> None:
         """Build each arm's selector once, so unknown strategies or options fail before any work."""
@@ -279,19 +281,14 @@ class AbConfig:
                 pm = build_plugin_manager(settings.plugins)
                 known = collect_strategies(pm)
             for name in arm_strategies(arm) or ():
-                _need(name in known, "arms (--arms)", arm,
-                      f"an arm whose strategies are registered; {name!r} is not (registered strategies: "
-                      + ", ".join(sorted(known)) + f"; named arms: {', '.join(ARMS)})")
+                check_allowed(name in known, "arms (--arms)", arm,
+                              f"an arm whose strategies are registered; {name!r} is not (registered strategies: "
+                              + ", ".join(sorted(known)) + f"; named arms: {', '.join(ARMS)})")
             Selector(settings, plugin_manager=pm)
         files = [arm_file_name(a) for a in self.arms]
         clash = sorted({a for a in self.arms if files.count(arm_file_name(a)) > 1})
         if clash:
             raise ConfigError(f"arms (--arms): {', '.join(clash)} would write the same files; run them separately")
-
-
-def _need(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
 
 
 def _check_dataset(name: str, root: str | None) -> None:
@@ -305,12 +302,6 @@ def _check_dataset(name: str, root: str | None) -> None:
         f"dataset (--dataset): {name!r} is not allowed; expected mnist (embedded subset), digits, "
         "folder (with --root) or torchvision:<Name> such as torchvision:MNIST (with --root)"
     )
-
-
-def _check_device(device: str) -> None:
-    if device in ("auto", "cpu") or device == "cuda" or device.startswith("cuda:") or device == "mps":
-        return
-    raise ConfigError(f"device (--device): {device!r} is not allowed; expected auto, cpu, cuda, cuda:<index> or mps")
 
 
 def _plain(value: Any) -> Any:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from dream_plugin.harness.data import ImageDataset, load_dataset
+from dream_plugin.harness.devices import resolve_device
 from dream_plugin.common.extras import require
 from dream_plugin.common.paths import check_writable_folder
 from dream_plugin.harness.ab.aggregate import aggregate
@@ -35,16 +36,6 @@ from dream_plugin.harness.ab.runstate import RunStore
 from dream_plugin.harness.ab.names import arm_file_name
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device (--device): {name!r} was asked for but CUDA is not available here; use cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device (--device): 'mps' was asked for but is not available here; use cpu or auto")
-    return torch.device(name)
 
 
 def load_data(cfg: AbConfig) -> ImageDataset:
