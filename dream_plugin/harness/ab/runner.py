@@ -55,8 +55,9 @@ def check_sizes(cfg: AbConfig, data: ImageDataset) -> None:
     if cfg.decoded_ipc > smallest:
         raise ConfigError(f"ipc (--ipc) x idc.factor**2 = {cfg.decoded_ipc} initialisation picks exceed the {smallest} "
                           f"training images of class {cls} in {data.name}; lower --ipc or --factor")
-    if cfg.method == "idc" and cfg.idc.factor > data.image_size:
-        raise ConfigError(f"idc.factor (--factor): {cfg.idc.factor} exceeds the {data.image_size}-pixel side of "
+    factor = cfg.loop.factor(cfg)
+    if factor > data.image_size:
+        raise ConfigError(f"idc.factor (--factor): {factor} exceeds the {data.image_size}-pixel side of "
                           f"{data.name}'s images")
     if cfg.batch_real > smallest:
         raise ConfigError(f"batch_real (--batch-real): {cfg.batch_real} exceeds the {smallest} training images of "
