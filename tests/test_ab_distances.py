@@ -7,7 +7,7 @@ import torch
 
 from dream_plugin.harness.ab import build_config, run_ab
 from dream_plugin.harness.ab.distances import GRADIENT_METRICS, idc_match_loss, match_loss
-from dream_plugin.harness.ab.loops import match_loss as dc_loop_match_loss
+from dream_plugin.harness.ab.methods.dc import match_loss as dc_loop_match_loss
 from dream_plugin.cli import main
 from dream_plugin.core.config import ConfigError
 

@@ -12,7 +12,8 @@ import torch
 from dream_plugin.harness.ab import ARMS, build_config, run_ab
 from dream_plugin.harness.ab.augment import augment
 from dream_plugin.harness.ab.evaluate import evaluate_synset
-from dream_plugin.harness.ab.loops import match_loss, seeded_net
+from dream_plugin.harness.ab.distances import match_loss
+from dream_plugin.harness.ab.loops import seeded_net
 from dream_plugin.harness.ab.aggregate import speedup
 from dream_plugin.harness.ab.runner import load_data
 

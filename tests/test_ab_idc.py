@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from dream_plugin.harness.ab import build_config, run_ab
-from dream_plugin.harness.ab import idc as idc_loop
-from dream_plugin.harness.ab.idc import decode_synset, idc_match_loss, real_batch_indices
+from dream_plugin.harness.ab.distances import idc_match_loss
+from dream_plugin.harness.ab.methods import idc as idc_loop
+from dream_plugin.harness.ab.methods.idc import real_batch_indices
 from dream_plugin.core.config import ConfigError
-from dream_plugin.harness.mosaic import mosaic, unmosaic
+from dream_plugin.harness.mosaic import decode_synset, mosaic, unmosaic
 
 TINY_IDC = {
     "method": "idc",

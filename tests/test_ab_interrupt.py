@@ -68,6 +68,22 @@ def test_a_resumed_run_computes_the_numbers_of_an_uninterrupted_one(case, tmp_pa
     assert store.load_result(type(full)).losses == full.losses  # the finished run is saved whole
 
 
+def test_a_state_saved_under_the_older_key_of_the_idc_network_resumes_alike(tmp_path):
+    data_cfg, arm, stop = CASES["idc-dream"]
+    cfg = build_config(data_cfg)
+    data, cpu = load_data(cfg), torch.device("cpu")
+    full = run_arm(arm, 0, cfg, data, cpu)
+    with pytest.raises(KeyboardInterrupt):
+        run_arm(arm, 0, cfg, data, cpu, store=StopAfter(tmp_path, arm, 0, stop))
+    store = RunStore(tmp_path, arm, 0)
+    state = store.load_state()
+    assert state["loop_state"] is not None  # the matching network, kept for fix_iter 2
+    state["idc_network"] = state.pop("loop_state")  # as a run saved it before loop methods were modules
+    store.save_state(state)
+    resumed = run_arm(arm, 0, cfg, data, cpu, store=store)
+    assert resumed.losses == full.losses and resumed.curve == full.curve and resumed.live == full.live
+
+
 def test_resume_refuses_a_folder_of_another_config_naming_the_difference(tmp_path, capsys):
     from dream_plugin.harness.ab import resume
 

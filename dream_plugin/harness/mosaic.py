@@ -1,4 +1,4 @@
-"""Multi-formation (IDC): tile factor**2 real images into one synthetic image."""
+"""Multi-formation (IDC): tile factor**2 real images into one synthetic image, and decode them back."""
 
 from __future__ import annotations
 
@@ -80,3 +80,11 @@ def unmosaic(images: torch.Tensor, factor: int, *, mode: str = "bilinear") -> to
             left += tw
         top += th
     return torch.cat(tiles)
+
+
+def decode_synset(syn: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training set a stored synthetic set decodes into: every stored image gives factor**2 images
+    of its label (``syn`` and ``labels`` themselves for factor 1)."""
+    if factor == 1:
+        return syn, labels
+    return unmosaic(syn, factor), labels.repeat(factor * factor)

@@ -29,7 +29,7 @@ from dream_plugin.harness.ab.cache import EvalCache, NetworkCache, dataset_diges
 from dream_plugin.harness.ab.config import AbConfig
 from dream_plugin.harness.ab.evaluate import accuracy, evaluate_synset
 from dream_plugin.harness.ab.loops import LiveNet, LoopContext, distill, host_get_images, seeded_net
-from dream_plugin.harness.ab.runstate import RunStore, idc_network_state, random_states, restore_idc_network, set_random_states
+from dream_plugin.harness.ab.runstate import RunStore, random_states, set_random_states
 from dream_plugin.harness.ab.validity import NonFiniteError
 
 OBSERVER_NAME = "dream_plugin.harness.ab.observer"
@@ -197,13 +197,14 @@ def run_arm(
 
 
 def _caches(cfg: AbConfig, t: dict[str, Any], seed: int, device: torch.device) -> tuple[NetworkCache | None, EvalCache | None]:
-    """This seed's caches (``cfg.cache``): the idc matching network's trajectory (none for networks with
-    running statistics, whose trajectory depends on the arm) and the evaluations."""
+    """This seed's caches (``cfg.cache``): the loop's matching-network trajectory where it has one that every
+    arm shares (idc; none for networks with running statistics, whose trajectory depends on the arm)
+    and the evaluations."""
     if cfg.cache is None:
         return None, None
     dataset = dataset_digest(cfg.dataset, cfg.root, {k: t[k] for k in ("images_all", "train_y", "test_x", "test_y")})
     evals = EvalCache(cfg.cache, eval_key(cfg, dataset, seed, device))
-    if cfg.method != "idc" or cfg.model.norm == "batchnorm":
+    if cfg.loop.network_key is None or cfg.model.norm == "batchnorm":
         return None, evals
     return NetworkCache(cfg.cache, trajectory_key(cfg, dataset, seed, device)), evals
 
@@ -214,7 +215,7 @@ def _capture(it: int, syn: torch.Tensor, opt_img: torch.optim.Optimizer, ctx: Lo
     return {
         "iteration": it, "syn": syn.detach().cpu().clone(), "opt_img": opt_img.state_dict(),
         "random": random_states(), "selector": selector.state_dict(), "observer": observer.state_dict(),
-        "idc_network": idc_network_state(ctx, it) if ctx.cfg.method == "idc" else None,
+        "loop_state": ctx.cfg.loop.save_state(ctx, it),
         "losses": list(ctx.losses), "sample_seconds": ctx.sample_seconds, "eval_seconds": ctx.eval_seconds,
         "curve": list(result.curve), "live": list(result.live), "elapsed": elapsed,
     }
@@ -226,7 +227,7 @@ def _restore(saved: dict[str, Any], ctx: LoopContext, result: RunResult, selecto
     cfg = ctx.cfg
     selector.load_state_dict(saved["selector"])
     observer.load_state_dict(saved["observer"])
-    restore_idc_network(ctx, saved["idc_network"])
+    cfg.loop.load_state(ctx, saved["loop_state"] if "loop_state" in saved else saved["idc_network"])  # (older name)
     ctx.losses = list(saved["losses"])
     ctx.sample_seconds, ctx.eval_seconds = saved["sample_seconds"], saved["eval_seconds"]
     ctx.resume = {"iteration": saved["iteration"], "opt_img": saved["opt_img"]}
@@ -284,7 +285,7 @@ def _initial_synset(cfg: AbConfig, data: ImageDataset, ctx: LoopContext, seed: i
     labels = torch.arange(data.num_classes, device=device).repeat_interleave(cfg.ipc)
     syn = torch.empty((data.num_classes * cfg.ipc, data.channels, data.image_size, data.image_size), device=device)
     if cfg.init == "real":
-        factor = cfg.idc.factor if cfg.method == "idc" else 1
+        factor = cfg.loop.factor(cfg)
         for c in range(data.num_classes):
             picks = ctx.real(c, cfg.decoded_ipc, "init").detach()
             syn[c * cfg.ipc:(c + 1) * cfg.ipc] = mosaic(picks, factor)  # IDC's "mix" init (a copy when factor 1)

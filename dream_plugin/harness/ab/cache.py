@@ -49,15 +49,9 @@ def _common_key(cfg: Any, dataset: Mapping[str, Any], seed: int, device: torch.d
 
 
 def trajectory_key(cfg: Any, dataset: Mapping[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
-    """Everything the matching network's trajectory depends on (``cfg`` an :class:`~dream_plugin.harness.ab.config.AbConfig`)."""
-    i = cfg.idc
-    return {
-        **_common_key(cfg, dataset, seed, device),
-        "idc": {"fix_iter": i.fix_iter, "n_data": i.n_data, "pretrain": i.pretrain, "batch_net": i.batch_net,
-                "lr_net": i.lr_net, "momentum_net": i.momentum_net, "weight_decay_net": i.weight_decay_net},
-        "dsa": cfg.dsa,
-        "dsa_strategy": cfg.dsa_strategy if cfg.dsa else None,
-    }
+    """Everything the matching network's trajectory depends on (``cfg`` an :class:`~dream_plugin.harness.ab.config.AbConfig`
+    whose loop method has a shared network: the method's ``network_key`` names its own part)."""
+    return {**_common_key(cfg, dataset, seed, device), **cfg.loop.network_key(cfg)}
 
 
 class NetworkCache:

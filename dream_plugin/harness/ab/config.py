@@ -13,10 +13,14 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from dream_plugin.common.errors import check_allowed
 from dream_plugin.core.config import ConfigError, Settings, build_dataclass, deep_merge, parse_settings
-from dream_plugin.harness.ab.distances import GRADIENT_METRICS
+from dream_plugin.harness.ab.methods import METHODS, LoopMethod, get_method, registered_methods
+from dream_plugin.harness.ab.methods.dc import DCConfig
+from dream_plugin.harness.ab.methods.idc import IdcConfig
+from dream_plugin.harness.devices import resolve_device
 
-from dream_plugin.harness.ab.names import ARM_FORMS, ARMS, AUG_OPS, METHODS, arm_file_name, arm_strategies  # noqa: F401 - ARMS and METHODS are imported from here too
+from dream_plugin.harness.ab.names import ARM_FORMS, ARMS, AUG_OPS, arm_file_name, arm_strategies  # noqa: F401 - ARMS is imported from here too
 
 
 @dataclass(frozen=True)
@@ -26,44 +30,6 @@ class ModelConfig:
     width: int = 32
     depth: int = 3
     norm: Literal["instancenorm", "batchnorm", "none"] = "instancenorm"
-
-
-@dataclass(frozen=True)
-class DCConfig:
-    """Gradient matching (DC): per iteration a fresh network, ``outer_loop`` synthetic updates with
-    ``inner_loop`` network epochs on the synthetic set between them."""
-
-    outer_loop: int = 5
-    inner_loop: int = 5
-    lr_net: float = 0.01
-    batch_train: int = 256
-
-
-@dataclass(frozen=True)
-class IdcConfig:
-    """The IDC-style loop (Kim et al. 2022, as the official DREAM code runs it): a matching network
-    trained on random real batches between matching steps, multi-formation synthetic images."""
-
-    factor: int = 2
-    """Multi-formation: each stored image holds factor x factor tiles, decoded into factor**2 images."""
-    inner_loop: int = 10
-    """Inner steps per outer iteration (IDC: 100); each is one matching step per class plus a network update."""
-    fix_iter: int = 1
-    """A fresh matching network every ``fix_iter`` outer iterations (IDC's default: every one)."""
-    n_data: int = 500
-    """Random real samples the matching network trains on after each inner step (0: never trained)."""
-    pretrain: int = 0
-    """Random real samples each fresh network trains on before its first matching step (DREAM+: one epoch)."""
-    batch_net: int = 128
-    """Batch size of the network updates on real data."""
-    lr_net: float = 0.01
-    momentum_net: float = 0.9
-    weight_decay_net: float = 0.0005
-    metric: Literal["l1", "mse", "dc"] = "l1"
-    """Per-layer gradient distance: IDC's sum of absolute (l1, its MNIST setting) or squared (mse)
-    differences, or DC/DSA's scale-free per-output-unit 1 - cosine (dc)."""
-    batch_syn_max: int = 128
-    """At most this many decoded synthetic images per class and matching step (a random subset beyond)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +50,8 @@ class EvalConfig:
 class AbConfig:
     """One A/B experiment: every arm distils with the same loop, seeds and budget."""
 
-    method: Literal["dm", "dc", "idc"] = "dm"
+    method: str = "dm"
+    """A registered loop method (:mod:`dream_plugin.harness.ab.methods`): dm, dc, idc."""
     dataset: str = "mnist"
     root: str | None = None
     arms: tuple[str, ...] = ("random", "dream", "init-only", "match-only")
@@ -111,6 +78,7 @@ class AbConfig:
     subsample: int = 4
     """The ``dream+`` arm's DREAM+ sub-sampling s: batch_real/s centroids, the s images nearest each."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    # the sections of the loop methods that have options (LoopMethod.section): one field each
     dc: DCConfig = field(default_factory=DCConfig)
     idc: IdcConfig = field(default_factory=IdcConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -139,6 +107,11 @@ class AbConfig:
 
     # -- derived --------------------------------------------------------------------------------
     @property
+    def loop(self) -> LoopMethod:
+        """The registered loop method named by ``method`` (ConfigError listing them for any other name)."""
+        return get_method(self.method)
+
+    @property
     def seed_list(self) -> list[int]:
         return [self.seed + i for i in range(self.seeds)]
 
@@ -155,12 +128,12 @@ class AbConfig:
     def image_lr(self) -> float:
         if self.lr_img is not None:
             return self.lr_img
-        return {"dm": 1.0, "dc": 0.1, "idc": 0.01}[self.method]
+        return self.loop.lr_img
 
     @property
     def decoded_ipc(self) -> int:
         """Training images per class that the synthetic set decodes into (ipc * factor**2 for idc)."""
-        return self.ipc * self.idc.factor**2 if self.method == "idc" else self.ipc
+        return self.ipc * self.loop.factor(self) ** 2
 
     @property
     def augment_eval(self) -> bool:
@@ -191,81 +164,65 @@ class AbConfig:
         from dream_plugin.harness.ab.validity import check_finite_config
 
         check_finite_config(self)  # inf passes the "> 0" checks below
-        _need(self.method in METHODS, "method (--method)", self.method, "one of " + ", ".join(METHODS))
+        get_method(self.method)  # the one check of the name: a registered method, or the list of them
         if not self.arms:
             raise ConfigError("arms (--arms): at least one arm is needed; known arms: " + ", ".join(ARMS))
         for a in self.arms:
-            _need(arm_strategies(a) is not None, "arms (--arms)", a, ARM_FORMS + "; named arms: " + ", ".join(ARMS))
+            check_allowed(arm_strategies(a) is not None, "arms (--arms)", a, ARM_FORMS + "; named arms: " + ", ".join(ARMS))
         dup = sorted({a for a in self.arms if self.arms.count(a) > 1})
         if dup:
             raise ConfigError(f"arms (--arms): {', '.join(dup)} listed more than once")
         _check_dataset(self.dataset, self.root)
-        _need(self.seeds >= 1, "seeds (--seeds)", self.seeds, "an integer >= 1 (how many seeds to run)")
-        _need(self.seed >= 0, "seed (--seed)", self.seed, "an integer >= 0")
-        _need(self.ipc >= 1, "ipc (--ipc)", self.ipc, "an integer >= 1 (synthetic images per class)")
-        _need(self.iterations >= 1, "iterations (--iterations)", self.iterations, "an integer >= 1")
-        _need(self.eval_points >= 1, "eval_points (--eval-points)", self.eval_points, "an integer >= 1")
+        check_allowed(self.seeds >= 1, "seeds (--seeds)", self.seeds, "an integer >= 1 (how many seeds to run)")
+        check_allowed(self.seed >= 0, "seed (--seed)", self.seed, "an integer >= 0")
+        check_allowed(self.ipc >= 1, "ipc (--ipc)", self.ipc, "an integer >= 1 (synthetic images per class)")
+        check_allowed(self.iterations >= 1, "iterations (--iterations)", self.iterations, "an integer >= 1")
+        check_allowed(self.eval_points >= 1, "eval_points (--eval-points)", self.eval_points, "an integer >= 1")
         if self.eval_at is not None:
             if not self.eval_at:
                 raise ConfigError("eval_at (--eval-at): give at least one iteration, or null to use eval_points")
             for it in self.eval_at:
-                _need(0 <= it <= self.iterations, "eval_at (--eval-at)", it,
-                      f"iterations between 0 and iterations={self.iterations}")
-        _need(self.batch_real >= 1, "batch_real (--batch-real)", self.batch_real, "an integer >= 1")
+                check_allowed(0 <= it <= self.iterations, "eval_at (--eval-at)", it,
+                              f"iterations between 0 and iterations={self.iterations}")
+        check_allowed(self.batch_real >= 1, "batch_real (--batch-real)", self.batch_real, "an integer >= 1")
         if self.lr_img is not None:
-            _need(self.lr_img > 0, "lr_img (--lr-img)", self.lr_img, "a number > 0 (or null for the method's default)")
-        _need(0 <= self.momentum_img < 1, "momentum_img (--momentum-img)", self.momentum_img, "a number in [0, 1)")
+            check_allowed(self.lr_img > 0, "lr_img (--lr-img)", self.lr_img, "a number > 0 (or null for the method's default)")
+        check_allowed(0 <= self.momentum_img < 1, "momentum_img (--momentum-img)", self.momentum_img, "a number in [0, 1)")
         ops = [o for o in self.dsa_strategy.split("_") if o]
         if not ops:
             raise ConfigError(f"dsa_strategy (--dsa-strategy): {self.dsa_strategy!r} names no operation; "
                               f"expected operations joined by '_' among {', '.join(AUG_OPS)}")
         for o in ops:
-            _need(o in AUG_OPS, "dsa_strategy (--dsa-strategy)", o,
-                  f"operations joined by '_' among {', '.join(AUG_OPS)}")
-        _need(self.interval >= 1, "interval (--interval)", self.interval, "an integer >= 1")
-        _need(self.subsample >= 1, "subsample (--subsample)", self.subsample, "an integer >= 1")
+            check_allowed(o in AUG_OPS, "dsa_strategy (--dsa-strategy)", o,
+                          f"operations joined by '_' among {', '.join(AUG_OPS)}")
+        check_allowed(self.interval >= 1, "interval (--interval)", self.interval, "an integer >= 1")
+        check_allowed(self.subsample >= 1, "subsample (--subsample)", self.subsample, "an integer >= 1")
         if "dream+" in self.arms and self.batch_real % self.subsample:
             raise ConfigError(f"subsample (--subsample): {self.subsample} does not divide batch_real={self.batch_real}; "
                               "the dream+ arm takes batch_real/subsample centroids and subsample images nearest each")
-        self._check_idc()
-        _need(self.model.width >= 1, "model.width (--width)", self.model.width, "an integer >= 1")
-        _need(self.model.depth >= 1, "model.depth (--depth)", self.model.depth, "an integer >= 1")
-        _need(self.dc.outer_loop >= 1, "dc.outer_loop (--outer-loop)", self.dc.outer_loop, "an integer >= 1")
-        _need(self.dc.inner_loop >= 0, "dc.inner_loop (--inner-loop)", self.dc.inner_loop, "an integer >= 0")
-        _need(self.dc.lr_net > 0, "dc.lr_net (--lr-net)", self.dc.lr_net, "a number > 0")
-        _need(self.dc.batch_train >= 1, "dc.batch_train (--batch-train)", self.dc.batch_train, "an integer >= 1")
-        _need(self.eval.nets >= 1, "eval.nets (--eval-nets)", self.eval.nets, "an integer >= 1")
-        _need(self.eval.epochs >= 1, "eval.epochs (--eval-epochs)", self.eval.epochs, "an integer >= 1")
-        _need(self.eval.lr > 0, "eval.lr (--eval-lr)", self.eval.lr, "a number > 0")
-        _need(self.eval.batch >= 1, "eval.batch (--eval-batch)", self.eval.batch, "an integer >= 1")
-        _need(self.eval.weight_decay >= 0, "eval.weight_decay (--eval-weight-decay)", self.eval.weight_decay, "a number >= 0")
-        _need(0 <= self.eval.momentum < 1, "eval.momentum (--eval-momentum)", self.eval.momentum, "a number in [0, 1)")
+        for method in registered_methods():  # every config holds every method's section
+            if method.section is not None:
+                method.check(getattr(self, method.section))
+        check_allowed(self.model.width >= 1, "model.width (--width)", self.model.width, "an integer >= 1")
+        check_allowed(self.model.depth >= 1, "model.depth (--depth)", self.model.depth, "an integer >= 1")
+        check_allowed(self.eval.nets >= 1, "eval.nets (--eval-nets)", self.eval.nets, "an integer >= 1")
+        check_allowed(self.eval.epochs >= 1, "eval.epochs (--eval-epochs)", self.eval.epochs, "an integer >= 1")
+        check_allowed(self.eval.lr > 0, "eval.lr (--eval-lr)", self.eval.lr, "a number > 0")
+        check_allowed(self.eval.batch >= 1, "eval.batch (--eval-batch)", self.eval.batch, "an integer >= 1")
+        check_allowed(self.eval.weight_decay >= 0, "eval.weight_decay (--eval-weight-decay)", self.eval.weight_decay, "a number >= 0")
+        check_allowed(0 <= self.eval.momentum < 1, "eval.momentum (--eval-momentum)", self.eval.momentum, "a number in [0, 1)")
         if self.cache is not None:
-            _need(isinstance(self.cache, str) and self.cache.strip() != "", "cache (--cache)", self.cache,
-                  "a folder path, or null for no cache")
-        _check_device(self.device)
-        _need(self.jobs >= 1, "jobs (--jobs)", self.jobs, "an integer >= 1 (parallel runs)")
+            check_allowed(isinstance(self.cache, str) and self.cache.strip() != "", "cache (--cache)", self.cache,
+                          "a folder path, or null for no cache")
+        resolve_device(self.device)  # auto, or a device that exists here
+        check_allowed(self.jobs >= 1, "jobs (--jobs)", self.jobs, "an integer >= 1 (parallel runs)")
         if self.threads is not None:
-            _need(self.threads >= 1, "threads (--threads)", self.threads, "an integer >= 1 (or null for torch's default)")
+            check_allowed(self.threads >= 1, "threads (--threads)", self.threads, "an integer >= 1 (or null for torch's default)")
         for key in ("strategy", "init", "seed"):
             if key in self.selector and not (key == "init" and set(self.selector[key]) <= {"factor"}):
                 raise ConfigError(f"selector.{key}: set by each arm (and the run's seed); remove it from selector")
         self._check_selectors()
         return self
-
-    def _check_idc(self) -> None:
-        i = self.idc
-        _need(i.factor >= 1, "idc.factor (--factor)", i.factor, "an integer >= 1")
-        _need(i.inner_loop >= 1, "idc.inner_loop (--idc-inner-loop)", i.inner_loop, "an integer >= 1")
-        _need(i.fix_iter >= 1, "idc.fix_iter (--fix-iter)", i.fix_iter, "an integer >= 1")
-        _need(i.n_data >= 0, "idc.n_data (--n-data)", i.n_data, "an integer >= 0 (0: the network is never trained)")
-        _need(i.pretrain >= 0, "idc.pretrain (--pretrain)", i.pretrain, "an integer >= 0")
-        _need(i.batch_net >= 1, "idc.batch_net (--batch-net)", i.batch_net, "an integer >= 1")
-        _need(i.lr_net > 0, "idc.lr_net (--idc-lr-net)", i.lr_net, "a number > 0")
-        _need(0 <= i.momentum_net < 1, "idc.momentum_net (--idc-momentum-net)", i.momentum_net, "a number in [0, 1)")
-        _need(i.weight_decay_net >= 0, "idc.weight_decay_net (--idc-weight-decay-net)", i.weight_decay_net, "a number >= 0")
-        _need(i.metric in GRADIENT_METRICS, "idc.metric (--metric)", i.metric, "one of " + ", ".join(GRADIENT_METRICS))
-        _need(i.batch_syn_max >= 1, "idc.batch_syn_max (--batch-syn-max)", i.batch_syn_max, "an integer >= 1")
 
     def _check_selectors(self) -> None:
         """Build each arm's selector once, so unknown strategies or options fail before any work."""
@@ -279,19 +236,14 @@ class AbConfig:
                 pm = build_plugin_manager(settings.plugins)
                 known = collect_strategies(pm)
             for name in arm_strategies(arm) or ():
-                _need(name in known, "arms (--arms)", arm,
-                      f"an arm whose strategies are registered; {name!r} is not (registered strategies: "
-                      + ", ".join(sorted(known)) + f"; named arms: {', '.join(ARMS)})")
+                check_allowed(name in known, "arms (--arms)", arm,
+                              f"an arm whose strategies are registered; {name!r} is not (registered strategies: "
+                              + ", ".join(sorted(known)) + f"; named arms: {', '.join(ARMS)})")
             Selector(settings, plugin_manager=pm)
         files = [arm_file_name(a) for a in self.arms]
         clash = sorted({a for a in self.arms if files.count(arm_file_name(a)) > 1})
         if clash:
             raise ConfigError(f"arms (--arms): {', '.join(clash)} would write the same files; run them separately")
-
-
-def _need(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
 
 
 def _check_dataset(name: str, root: str | None) -> None:
@@ -305,12 +257,6 @@ def _check_dataset(name: str, root: str | None) -> None:
         f"dataset (--dataset): {name!r} is not allowed; expected mnist (embedded subset), digits, "
         "folder (with --root) or torchvision:<Name> such as torchvision:MNIST (with --root)"
     )
-
-
-def _check_device(device: str) -> None:
-    if device in ("auto", "cpu") or device == "cuda" or device.startswith("cuda:") or device == "mps":
-        return
-    raise ConfigError(f"device (--device): {device!r} is not allowed; expected auto, cpu, cuda, cuda:<index> or mps")
 
 
 def _plain(value: Any) -> Any:
@@ -329,18 +275,9 @@ QUICK: dict[str, Any] = {
     "dc": {"outer_loop": 2, "inner_loop": 2},
     "eval": {"nets": 2, "epochs": 30},
 }
-"""The ``--quick`` preset (about a minute on 2 CPU cores with the default arms and dm)."""
-
-QUICK_BY_METHOD: dict[str, dict[str, Any]] = {
-    "idc": {"iterations": 4, "idc": {"inner_loop": 3, "n_data": 128, "batch_net": 64}, "eval": {"epochs": 15}},
-}
-"""Added to the ``--quick`` preset for one method (``--method idc --quick``: 4 outer iterations of 3
-inner steps, evaluation nets trained for 15 epochs)."""
-
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "idc": {"iterations": 40, "eval_points": 5},
-}
-"""Defaults that differ by method; a config file, ``--quick`` and flags override them."""
+"""The ``--quick`` preset (about a minute on 2 CPU cores with the default arms and dm); each method adds
+its own (:attr:`LoopMethod.quick <dream_plugin.harness.ab.methods.base.LoopMethod.quick>`). Its dc
+section applies under --method dc only, and is recorded in every quick run's config alike."""
 
 
 def build_config(
@@ -361,20 +298,17 @@ def build_config(
     from dream_plugin.harness.ab.presets import preset_data
 
     base = preset_data(preset) if preset is not None else {}
-    method = (flags or {}).get("method", (file_data or {}).get("method", base.get("method", AbConfig.method)))
-    data: dict[str, Any] = deep_merge({}, METHOD_DEFAULTS.get(method, {})) if isinstance(method, str) else {}
-    data = deep_merge(data, base)
+    loop = get_method((flags or {}).get("method", (file_data or {}).get("method", base.get("method", AbConfig.method))))
+    data = deep_merge(deep_merge({}, loop.defaults), base)  # the method's defaults < preset
     if file_data:
         data = deep_merge(data, file_data)
     if quick:
-        data = deep_merge(data, QUICK)
-        if isinstance(method, str):
-            data = deep_merge(data, QUICK_BY_METHOD.get(method, {}))
+        data = deep_merge(deep_merge(data, QUICK), loop.quick)
     if flags:
         data = deep_merge(data, flags)
     from dream_plugin.harness.ab.validity import check_method_options
 
-    check_method_options(data.get("method", AbConfig.method), file_data, flags, AbConfig())
+    check_method_options(loop.name, file_data, flags, AbConfig())
     cfg = build_dataclass(AbConfig, data)
     return cfg.validate() if validate else cfg
 
@@ -383,14 +317,24 @@ def defaults_yaml(cfg: AbConfig | None = None, preset: str | None = None) -> str
     """The configuration as commented YAML (``dream-plugin ab --show-defaults [--preset NAME]``)."""
     body = yaml.safe_dump((cfg or AbConfig()).to_dict(), sort_keys=False)
     title = f"resolved config of preset {preset}" if preset else "defaults"
+    methods = registered_methods()
+    lr_defaults = ", ".join(f"{m.lr_img!r} for {m.name}" for m in methods)
+    sections = "".join(_section_line(m) for m in methods if m.section is not None)
     head = (
         f"# dream-plugin ab: {title} (every key also has a flag; flags override this file)\n"
         f"# method: {' | '.join(METHODS)}; arms: any of {', '.join(ARMS)}, or a registered strategy S as S, match:S or init:S\n"
         "# dataset: mnist (embedded subset, 400/100 per class) | digits | folder | torchvision:<Name> (+ root)\n"
         "# eval_at: null -> eval_points evenly spaced iterations from 0 to iterations\n"
-        "# lr_img: null -> 1.0 for dm, 0.1 for dc, 0.01 for idc; eval.augment: null -> follows dsa\n"
-        "# idc: the IDC-style loop's options (method: idc); its defaults: iterations 40, eval_points 5\n"
+        f"# lr_img: null -> {lr_defaults}; eval.augment: null -> follows dsa\n"
+        f"{sections}"
         f"# dsa_strategy: operations joined by '_' among {', '.join(AUG_OPS)}\n"
         "# selector: extra selector settings for every arm, e.g. {options: {dream: {kmeans: {backend: torch}}}}\n"
     )
     return head + body
+
+
+def _section_line(method: LoopMethod) -> str:
+    """The defaults file's comment on a method's section: whose options, and the method's own defaults."""
+    defaults = ", ".join(f"{k} {v}" for k, v in method.defaults.items())
+    return (f"# {method.section}: the options of method {method.name} ({method.summary})"
+            + (f"; its defaults: {defaults}" if defaults else "") + "\n")

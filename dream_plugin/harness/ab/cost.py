@@ -3,12 +3,16 @@
 A run of DREAM's paper setting takes many GPU-hours per (arm, seed); ``dream-plugin ab`` times the
 pieces on the device it will use and prints the total before a long run (``--dry-run`` stops there):
 
-* one iteration of the loop (for the idc loop: one inner step, i.e. one matching step per class and
-  the network update on ``idc.n_data`` real samples), timed in the random arm after a warm-up as the
-  difference between a run of two and a run of one (the rest is the per-run or per-outer-iteration
-  fixed cost: a fresh network, the live-accuracy checks, the initial picks);
-* one SGD step of the matching network on ``idc.batch_net`` real images (pretraining cost);
+* one matching step of the loop (an iteration; for the idc loop one inner step, i.e. one matching
+  step per class and the network update on ``idc.n_data`` real samples), timed in the random arm
+  after a warm-up as the difference between a run of two and a run of one (the rest is the per-run
+  or per-outer-iteration fixed cost: a fresh network, the live-accuracy checks, the initial picks);
+* for a loop that trains a network on real data, one SGD step of it (idc: on ``idc.batch_net``
+  real images; pretraining cost);
 * one epoch of an evaluation network on the decoded synthetic set.
+
+What differs between loop methods (steps per iteration, the probe's config, how the unit costs add
+up, the network step) is the method's :class:`~dream_plugin.harness.ab.methods.base.LoopCost`.
 
 The estimate is for the random arm; DREAM's arms add their re-clustering (one k-means per class
 every ``interval`` matching calls), which ``selection`` shares in results.json report afterwards.
@@ -17,7 +21,6 @@ every ``interval`` matching calls), which ``selection`` shares in results.json r
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +45,7 @@ class CostEstimate:
     iteration_seconds: float
     """One iteration of the loop (idc: one inner step)."""
     train_step_seconds: float
-    """One SGD step of the matching network (idc only; 0 otherwise)."""
+    """One SGD step of the network the loop trains on real data (idc's matching network; 0 for none)."""
     eval_epoch_seconds: float
     per_run_seconds: float
     runs: int
@@ -67,7 +70,7 @@ def _hours(seconds: float) -> str:
 
 def is_long(cfg: AbConfig) -> bool:
     """Whether a run is long enough to be estimated before it starts."""
-    steps = cfg.iterations * (cfg.idc.inner_loop if cfg.method == "idc" else 1)
+    steps = cfg.iterations * cfg.loop.cost.steps(cfg)
     evals = len(cfg.eval_iterations) * cfg.eval.nets * cfg.eval.epochs
     return steps >= LONG_RUN_STEPS or evals >= LONG_RUN_EVAL_EPOCHS
 
@@ -75,12 +78,7 @@ def is_long(cfg: AbConfig) -> bool:
 def per_run_seconds(cfg: AbConfig, iteration: float, overhead: float, train_step: float, eval_epoch: float) -> float:
     """A run's cost from the unit costs: iterations (idc: inner steps plus each outer iteration's fixed
     ``overhead``), each fresh network's pretraining, every evaluation."""
-    if cfg.method == "idc":
-        distil = cfg.iterations * (cfg.idc.inner_loop * iteration + overhead)
-        fresh = math.ceil(cfg.iterations / cfg.idc.fix_iter)
-        distil += fresh * math.ceil(cfg.idc.pretrain / cfg.idc.batch_net) * train_step
-    else:
-        distil = cfg.iterations * iteration + overhead
+    distil = cfg.loop.cost.seconds(cfg, iteration, overhead, train_step)
     return distil + len(cfg.eval_iterations) * cfg.eval.nets * cfg.eval.epochs * eval_epoch
 
 
@@ -98,7 +96,7 @@ def estimate_cost(cfg: AbConfig, data: ImageDataset, device: torch.device, tenso
     two, _ = probe(2)
     iteration = max(two - one, 0.0)
     overhead = max(one - iteration, 0.0)
-    train_step = _train_step_seconds(cfg, data, device, tensors) if cfg.method == "idc" else 0.0
+    train_step = _train_step_seconds(cfg, data, device, tensors) if cfg.loop.cost.network_training else 0.0
     eval_epoch = evaluation / 2  # one network, one epoch (and one test pass) at each of the probe's two points
     return CostEstimate(device=str(device), iteration_seconds=iteration, train_step_seconds=train_step,
                         eval_epoch_seconds=eval_epoch,
@@ -110,23 +108,20 @@ def _probe_config(cfg: AbConfig, steps: int) -> AbConfig:
     """The run's config cut to ``steps`` iterations (idc: one outer iteration of ``steps`` inner steps, no
     pretraining) and one evaluation network of one epoch at two points."""
     ev = dataclasses.replace(cfg.eval, nets=1, epochs=1)
-    if cfg.method == "idc":
-        idc = dataclasses.replace(cfg.idc, inner_loop=steps, pretrain=0)
-        iterations = 1
-    else:
-        idc, iterations = cfg.idc, steps
-    return dataclasses.replace(cfg, iterations=iterations, eval_at=(0, iterations), arms=("random",), seeds=1,
-                               idc=idc, eval=ev, progress=False, jobs=1, cache=None)
+    loop = cfg.loop.cost.probe(cfg, steps)
+    return dataclasses.replace(loop, eval_at=(0, loop.iterations), arms=("random",), seeds=1, eval=ev,
+                               progress=False, jobs=1, cache=None)
 
 
 def _train_step_seconds(cfg: AbConfig, data: ImageDataset, device: torch.device, tensors: dict[str, Any]) -> float:
-    """One SGD step of a fresh matching network on ``idc.batch_net`` real images (after 2 warm-up steps)."""
+    """One SGD step of a fresh network as the loop trains it on real data (its optimiser and batch size:
+    ``LoopCost.network_training``; idc: ``idc.batch_net`` images), after 2 warm-up steps."""
     from dream_plugin.harness.ab.loops import seeded_net
 
     net = seeded_net(cfg, data.channels, data.num_classes, data.image_size, cfg.seed, device)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.idc.lr_net, momentum=cfg.idc.momentum_net)
-    x = tensors["images_all"][: cfg.idc.batch_net]
-    y = tensors["train_y"][: cfg.idc.batch_net]
+    opt, batch = cfg.loop.cost.network_training(cfg, net)
+    x = tensors["images_all"][:batch]
+    y = tensors["train_y"][:batch]
     times = []
     for _ in range(5):
         _sync(device)

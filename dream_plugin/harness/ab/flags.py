@@ -1,7 +1,9 @@
 """The flags of ``dream-plugin ab``: each with its dotted config key and its argparse arguments.
 
 A module of its own (data only) so that the config's checks can name a key's flag without
-importing the command.
+importing the command. The flags of a loop method's own options come from the method
+(``LoopMethod.flags``, of the methods registered when this module is imported); ``--method``'s
+choices are the registry's names, read when the command line is parsed.
 """
 
 from __future__ import annotations
@@ -9,14 +11,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dream_plugin.harness.ab.distances import GRADIENT_METRICS
-from dream_plugin.harness.ab.names import ARMS, METHODS
+from dream_plugin.harness.ab.methods import METHODS, registered_methods
+from dream_plugin.harness.ab.names import ARMS
+
+
+def _method_help() -> str:
+    described = [f"{m.name} ({m.summary})" for m in registered_methods()]
+    return ", ".join(described[:-1]) + " or " + described[-1] if len(described) > 1 else described[0]
+
+
+def _lr_img_help() -> str:
+    return "synthetic-image learning rate (default: " + ", ".join(f"{m.lr_img!r} {m.name}" for m in registered_methods()) + ")"
+
 
 # (flag, dotted config key, argparse keyword arguments)
 FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--method", "method", {"choices": METHODS,
-                            "help": "dm (distribution matching), dc (gradient matching) or idc (IDC's loop: trained "
-                                    "matching network, multi-formation)"}),
+    ("--method", "method", {"choices": METHODS, "help": _method_help()}),
     ("--dataset", "dataset", {"metavar": "NAME", "help": "mnist | digits | folder | torchvision:<Name>"}),
     ("--root", "root", {"metavar": "DIR", "help": "folder holding the dataset (folder, torchvision:<Name>)"}),
     ("--arms", "arms", {"nargs": "+", "metavar": "ARM", "help": "arms to run: " + ", ".join(ARMS)
@@ -28,7 +38,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--eval-points", "eval_points", {"type": int, "help": "evenly spaced evaluations from 0 to iterations"}),
     ("--eval-at", "eval_at", {"type": int, "nargs": "+", "metavar": "IT", "help": "explicit evaluation iterations (the last iteration is always added)"}),
     ("--batch-real", "batch_real", {"type": int, "help": "real images per class per matching step"}),
-    ("--lr-img", "lr_img", {"type": float, "help": "synthetic-image learning rate (default: 1.0 dm, 0.1 dc)"}),
+    ("--lr-img", "lr_img", {"type": float, "help": _lr_img_help()}),
     ("--momentum-img", "momentum_img", {"type": float, "help": "synthetic-image SGD momentum"}),
     ("--init", "init", {"choices": ("real", "noise"), "help": "initialise synthetic images from real images or noise"}),
     ("--dsa", "dsa", {"action": argparse.BooleanOptionalAction, "help": "differentiable Siamese augmentation"}),
@@ -38,23 +48,7 @@ FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--width", "model.width", {"type": int, "help": "ConvNet width"}),
     ("--depth", "model.depth", {"type": int, "help": "ConvNet depth"}),
     ("--norm", "model.norm", {"choices": ("instancenorm", "batchnorm", "none"), "help": "ConvNet normalisation"}),
-    ("--outer-loop", "dc.outer_loop", {"type": int, "help": "DC: synthetic updates per iteration"}),
-    ("--inner-loop", "dc.inner_loop", {"type": int, "help": "DC: network epochs on the synthetic set between them"}),
-    ("--lr-net", "dc.lr_net", {"type": float, "help": "DC: network learning rate in the inner loop"}),
-    ("--batch-train", "dc.batch_train", {"type": int, "help": "DC: inner-loop batch size"}),
-    ("--factor", "idc.factor", {"type": int, "help": "idc: multi-formation factor (factor**2 images per stored one)"}),
-    ("--idc-inner-loop", "idc.inner_loop", {"type": int, "help": "idc: inner steps per outer iteration"}),
-    ("--fix-iter", "idc.fix_iter", {"type": int, "help": "idc: a fresh matching network every N outer iterations"}),
-    ("--n-data", "idc.n_data", {"type": int, "help": "idc: real samples the network trains on after each inner step"}),
-    ("--pretrain", "idc.pretrain", {"type": int, "help": "idc: real samples each fresh network trains on first"}),
-    ("--batch-net", "idc.batch_net", {"type": int, "help": "idc: batch size of the network updates"}),
-    ("--idc-lr-net", "idc.lr_net", {"type": float, "help": "idc: matching network learning rate"}),
-    ("--idc-momentum-net", "idc.momentum_net", {"type": float, "help": "idc: matching network SGD momentum"}),
-    ("--idc-weight-decay-net", "idc.weight_decay_net", {"type": float,
-                                                        "help": "idc: matching network weight decay"}),
-    ("--metric", "idc.metric", {"choices": GRADIENT_METRICS,
-                                 "help": "idc: per-layer gradient distance (l1, mse: IDC's; dc: DC/DSA's 1 - cosine)"}),
-    ("--batch-syn-max", "idc.batch_syn_max", {"type": int, "help": "idc: decoded synthetic images per class and step"}),
+    *(flag for method in registered_methods() for flag in method.flags),
     ("--eval-nets", "eval.nets", {"type": int, "help": "fresh networks trained per evaluation"}),
     ("--eval-epochs", "eval.epochs", {"type": int, "help": "epochs per evaluation network"}),
     ("--eval-lr", "eval.lr", {"type": float, "help": "evaluation learning rate (x0.1 halfway)"}),

@@ -1,21 +1,14 @@
-"""Reference distillation loops written the way the host codebases write them.
+"""The distillation driver of the reference loops, and what every loop step is given (:class:`LoopContext`).
 
-The loops draw every real batch through a sampler with the ``GetImagesAdapter`` interface
+:func:`distill` runs ``cfg.iterations`` steps of the configured loop method (``cfg.loop``, one
+module each in :mod:`dream_plugin.harness.ab.methods`: dm, dc, idc), written the way the host
+codebases write them, and evaluates the decoded synthetic set at ``cfg.eval_iterations``.
+
+The steps draw every real batch through a sampler with the ``GetImagesAdapter`` interface
 (``.init(c, n)``, ``.match(c, n)``, ``.bn(c, n)``), exactly where a host calls its ``get_images``.
 Everything random besides the selection itself (network initialisations, augmentation draws,
 synthetic noise, mini-batch orders) comes from explicit seeds derived from the run's seed, so
 two arms with the same seed differ only through the real images that were selected.
-
-* :func:`distill_dm` -- distribution matching (Zhao & Bilen, DM): a fresh randomly initialised
-  network every iteration; per class, match the mean embedding of the real batch and of the
-  synthetic images.
-* :func:`distill_dc` -- gradient matching (Zhao et al., DC): a fresh network every iteration;
-  ``outer_loop`` times: per class, match the gradients of the classification loss on the real
-  batch and on the synthetic images, update the synthetic set, then train the network on the
-  synthetic set for ``inner_loop`` epochs.
-* :func:`dream_plugin.harness.ab.idc.idc_round` -- IDC's loop (Kim et al., as the official DREAM code runs
-  it): multi-formation synthetic images, a matching network kept for ``fix_iter`` outer iterations
-  and trained on random real batches after every inner step.
 """
 
 from __future__ import annotations
@@ -26,7 +19,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dream_plugin.adapters.contract import HostLoopSampler
@@ -34,9 +26,8 @@ from dream_plugin.harness.models import seeded_convnet
 from dream_plugin.core.selector import derive_seed
 from dream_plugin.harness.ab.augment import augment
 from dream_plugin.harness.ab.config import AbConfig
-from dream_plugin.harness.ab.distances import match_loss
-from dream_plugin.harness.ab.idc import decode_synset, idc_round
 from dream_plugin.harness.ab.validity import check_finite
+from dream_plugin.harness.mosaic import decode_synset
 
 
 Sampler = HostLoopSampler
@@ -95,6 +86,7 @@ class LoopContext:
     on_checkpoint: Callable[[int, torch.Tensor, torch.optim.Optimizer], None] | None = None
     """Called after each evaluation before the last with (iteration, synthetic set, its optimiser)."""
     state: dict[str, Any] = field(default_factory=dict)
+    """The loop method's own state between steps (idc: its matching network and optimiser)."""
     sample_seconds: float = 0.0
     eval_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
@@ -113,11 +105,12 @@ class LoopContext:
 
 
 def distill(syn: torch.Tensor, labels: torch.Tensor, ctx: LoopContext) -> torch.Tensor:
-    """Run ``cfg.iterations`` iterations of the configured method, evaluating at ``cfg.eval_iterations``."""
+    """Run ``cfg.iterations`` iterations of the configured method, evaluating at ``cfg.eval_iterations``
+    the training set the stored synthetic set decodes into (multi-formation: idc)."""
     cfg = ctx.cfg
     syn = syn.detach().clone().requires_grad_(True)
     opt_img = torch.optim.SGD([syn], lr=cfg.image_lr, momentum=cfg.momentum_img)
-    step = {"dm": _dm_step, "dc": _dc_step, "idc": idc_round}[cfg.method]
+    step, factor = cfg.loop.step, cfg.loop.factor(cfg)
     evals = set(cfg.eval_iterations)
     start_it = 0
     if ctx.resume is not None:
@@ -130,8 +123,7 @@ def distill(syn: torch.Tensor, labels: torch.Tensor, ctx: LoopContext) -> torch.
             if not bool(torch.isfinite(x).all()):
                 check_finite(float("nan"), f"synthetic set at iteration {it} (it holds NaN or infinite pixels)",
                              f"lr_img (--lr-img, now {cfg.image_lr:g})")
-            if cfg.method == "idc":  # evaluate on the decoded (multi-formation) training set
-                x, y = decode_synset(x, labels, cfg.idc.factor)
+            x, y = decode_synset(x, labels, factor)
             ctx.on_eval(it, x, y)
             ctx.eval_seconds += time.perf_counter() - start
             if ctx.on_checkpoint is not None and it < cfg.iterations:
@@ -144,78 +136,3 @@ def distill(syn: torch.Tensor, labels: torch.Tensor, ctx: LoopContext) -> torch.
         if ctx.progress is not None:
             ctx.progress.update(1)
     return syn.detach()
-
-
-def _class_slice(c: int, ipc: int) -> slice:
-    return slice(c * ipc, (c + 1) * ipc)
-
-
-def _dm_step(it: int, syn: torch.Tensor, labels: torch.Tensor, opt_img: torch.optim.Optimizer, ctx: LoopContext) -> float:
-    cfg = ctx.cfg
-    net = ctx.make_net(derive_seed(ctx.seed, "dm-net", it))
-    net.train()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    ctx.live.net = net
-    loss = syn.new_zeros(())
-    for c in range(ctx.num_classes):
-        real = ctx.aug(ctx.real(c, cfg.batch_real), it, c)
-        fake = ctx.aug(syn[_class_slice(c, cfg.ipc)], it, c)
-        with torch.no_grad():
-            mean_real = net.embed(real).mean(dim=0)
-        mean_fake = net.embed(fake).mean(dim=0)
-        loss = loss + (mean_real - mean_fake).pow(2).sum()
-    opt_img.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_img.step()
-    return float(loss.detach()) / ctx.num_classes
-
-
-def _bn_layers(net: nn.Module) -> list[nn.Module]:
-    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def _dc_step(it: int, syn: torch.Tensor, labels: torch.Tensor, opt_img: torch.optim.Optimizer, ctx: LoopContext) -> float:
-    cfg = ctx.cfg
-    net = ctx.make_net(derive_seed(ctx.seed, "dc-net", it))
-    net.train()
-    ctx.live.net = net
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt_net = torch.optim.SGD(params, lr=cfg.dc.lr_net)
-    bns = _bn_layers(net)
-    total = 0.0
-    for ol in range(cfg.dc.outer_loop):
-        if bns:  # as DC: BatchNorm statistics from a real batch of every class, then frozen for matching
-            with torch.no_grad():
-                net.train()
-                net(torch.cat([ctx.real(c, 16, "bn") for c in range(ctx.num_classes)]))
-            for m in bns:
-                m.eval()
-        loss = syn.new_zeros(())
-        for c in range(ctx.num_classes):
-            real = ctx.aug(ctx.real(c, cfg.batch_real), it, ol, c)
-            lab_real = torch.full((real.shape[0],), c, dtype=torch.long, device=ctx.device)
-            sl = _class_slice(c, cfg.ipc)
-            fake = ctx.aug(syn[sl], it, ol, c)
-            g_real = torch.autograd.grad(F.cross_entropy(net(real), lab_real), params)
-            g_real = [g.detach() for g in g_real]
-            g_fake = torch.autograd.grad(F.cross_entropy(net(fake), labels[sl]), params, create_graph=True)
-            loss = loss + match_loss(g_fake, g_real)
-        opt_img.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_img.step()
-        total += float(loss.detach())
-        if ol == cfg.dc.outer_loop - 1:
-            break
-        net.train()
-        xs, ys = syn.detach().clone(), labels
-        g = torch.Generator().manual_seed(derive_seed(ctx.seed, "dc-inner", it, ol))
-        for il in range(cfg.dc.inner_loop):
-            order = torch.randperm(xs.shape[0], generator=g).to(xs.device)
-            for b, start in enumerate(range(0, xs.shape[0], cfg.dc.batch_train)):
-                idx = order[start:start + cfg.dc.batch_train]
-                xb = ctx.aug(xs[idx], "inner", it, ol, il, b)
-                opt_net.zero_grad(set_to_none=True)
-                F.cross_entropy(net(xb), ys[idx]).backward()
-                opt_net.step()
-    return total / (cfg.dc.outer_loop * ctx.num_classes)

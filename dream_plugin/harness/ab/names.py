@@ -1,8 +1,8 @@
-"""The names the A/B harness knows: loop methods, initialisations, augmentation operations and arms (no imports)."""
+"""The names the A/B harness knows: initialisations, augmentation operations and arms (no imports; the loop
+methods are registered in :mod:`dream_plugin.harness.ab.methods`)."""
 
 from __future__ import annotations
 
-METHODS = ("dm", "dc", "idc")
 INITS = ("real", "noise")
 AUG_OPS = ("crop", "scale", "flip")
 

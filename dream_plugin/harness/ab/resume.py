@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 from dream_plugin.core.config import ConfigError, build_dataclass, deep_merge
 from dream_plugin.common.paths import write_atomic
-from dream_plugin.harness.ab.config import QUICK, QUICK_BY_METHOD, AbConfig
+from dream_plugin.harness.ab.config import QUICK, AbConfig
+from dream_plugin.harness.ab.methods import get_method
 
 RESUME_DIR = "resume"
 CONFIG_FILE = "config.json"
@@ -78,7 +79,7 @@ def resume_config(out: str | Path, file_data: Mapping[str, Any] | None, flags: M
     saved = saved_config(out)
     data = deep_merge(saved, file_data or {})
     if quick:
-        data = deep_merge(deep_merge(data, QUICK), QUICK_BY_METHOD.get(data.get("method"), {}))
+        data = deep_merge(deep_merge(data, QUICK), get_method(data.get("method", AbConfig.method)).quick)
     data = deep_merge(data, flags or {})
     cfg = build_dataclass(AbConfig, data).validate()
     before, after = _flat(saved), _flat(json.loads(json.dumps(cfg.to_dict())))

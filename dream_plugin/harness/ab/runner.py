@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from dream_plugin.harness.data import ImageDataset, load_dataset
+from dream_plugin.harness.devices import resolve_device
 from dream_plugin.common.extras import require
 from dream_plugin.common.paths import check_writable_folder
 from dream_plugin.harness.ab.aggregate import aggregate
@@ -35,16 +36,6 @@ from dream_plugin.harness.ab.runstate import RunStore
 from dream_plugin.harness.ab.names import arm_file_name
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device (--device): {name!r} was asked for but CUDA is not available here; use cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device (--device): 'mps' was asked for but is not available here; use cpu or auto")
-    return torch.device(name)
 
 
 def load_data(cfg: AbConfig) -> ImageDataset:
@@ -64,8 +55,9 @@ def check_sizes(cfg: AbConfig, data: ImageDataset) -> None:
     if cfg.decoded_ipc > smallest:
         raise ConfigError(f"ipc (--ipc) x idc.factor**2 = {cfg.decoded_ipc} initialisation picks exceed the {smallest} "
                           f"training images of class {cls} in {data.name}; lower --ipc or --factor")
-    if cfg.method == "idc" and cfg.idc.factor > data.image_size:
-        raise ConfigError(f"idc.factor (--factor): {cfg.idc.factor} exceeds the {data.image_size}-pixel side of "
+    factor = cfg.loop.factor(cfg)
+    if factor > data.image_size:
+        raise ConfigError(f"idc.factor (--factor): {factor} exceeds the {data.image_size}-pixel side of "
                           f"{data.name}'s images")
     if cfg.batch_real > smallest:
         raise ConfigError(f"batch_real (--batch-real): {cfg.batch_real} exceeds the {smallest} training images of "

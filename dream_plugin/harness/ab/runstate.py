@@ -3,7 +3,8 @@
 At every evaluation point before the last, :class:`RunStore` saves (atomically, one file per run)
 everything the rest of the run depends on: the synthetic set and its optimiser, the random states
 of python, numpy (the host sampler's generator) and torch, the selector's call counters and
-strategy caches, the idc loop's matching network with its optimiser, and what was measured so far.
+strategy caches, the loop method's own state (``LoopMethod.save_state``: the idc loop's matching
+network with its optimiser), and what was measured so far.
 A finished run is saved whole. A resumed run restores the state and continues from that point, so
 it computes the same numbers as a run that was never interrupted (only its timings differ).
 
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 
 from dream_plugin.common.paths import write_atomic
-from dream_plugin.core.selector import derive_seed
 from dream_plugin.harness.ab.names import arm_file_name
 
 
@@ -50,29 +50,6 @@ def set_random_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def idc_network_state(ctx: Any, it: int) -> dict[str, Any] | None:
-    """The idc loop's matching network at the start of outer iteration ``it`` (None: none kept yet).
-
-    It was built at iteration ``fix_iter * ((it - 1) // fix_iter)`` from that index's seed.
-    """
-    net, opt = ctx.state.get("net"), ctx.state.get("opt")
-    if net is None:
-        return None
-    return {"k": (it - 1) // ctx.cfg.idc.fix_iter, "net": net.state_dict(), "opt": opt.state_dict()}
-
-
-def restore_idc_network(ctx: Any, state: dict[str, Any] | None) -> None:
-    """Rebuild the matching network and its SGD state saved by :func:`idc_network_state`."""
-    if state is None:
-        return
-    ic = ctx.cfg.idc
-    net = ctx.make_net(derive_seed(ctx.seed, "idc-net", state["k"]))
-    net.load_state_dict(state["net"])
-    opt = torch.optim.SGD(net.parameters(), lr=ic.lr_net, momentum=ic.momentum_net, weight_decay=ic.weight_decay_net)
-    opt.load_state_dict(state["opt"])
-    ctx.state["net"], ctx.state["opt"] = net, opt
 
 
 class RunStore:

@@ -1,9 +1,10 @@
 """No silent options and no silent numbers in ``dream-plugin ab``.
 
-* :func:`check_method_options`: an option of another method (``dc.*`` under dm or idc, ``idc.*``
-  under dm or dc) would do nothing yet be stored in results.json as if used; it is an error naming
-  the method. A flag is refused whenever it is given; a config file's value only when it differs
-  from the default (a file written by ``--show-defaults`` lists every section and stays usable).
+* :func:`check_method_options`: an option of another method (in the section of a loop method's
+  own, ``LoopMethod.section``: ``dc.*`` under dm or idc, ``idc.*`` under dm or dc) would do nothing
+  yet be stored in results.json as if used; it is an error naming the method. A flag is refused
+  whenever it is given; a config file's value only when it differs from the default (a file
+  written by ``--show-defaults`` lists every section and stays usable).
 * :func:`check_finite_config`: every number of the configuration must be finite (``inf`` passes
   ``> 0`` checks, and ``--lr-img inf`` would run to the end at chance accuracy).
 * :func:`check_finite`: a loss that became NaN or infinite stops the run with
@@ -18,9 +19,7 @@ from typing import Any, Mapping
 
 from dream_plugin.core.config import ConfigError
 from dream_plugin.harness.ab.flags import FLAGS
-
-METHOD_SECTIONS = {"dc": "dc", "idc": "idc"}
-"""Config sections that apply to one method only: section -> method."""
+from dream_plugin.harness.ab.methods import registered_methods
 
 
 class NonFiniteError(ValueError):
@@ -42,8 +41,9 @@ def check_method_options(method: Any, file_data: Mapping[str, Any] | None, flags
     """Raise :class:`ConfigError` for an option of a method other than ``method`` (see the module doc)."""
     if not isinstance(method, str):
         return
+    owners = {m.section: m.name for m in registered_methods() if m.section is not None}  # section -> method
     for source, data in (("flag", flags or {}), ("file", file_data or {})):
-        for section, owner in METHOD_SECTIONS.items():
+        for section, owner in owners.items():
             given = data.get(section)
             if owner == method or not isinstance(given, Mapping):
                 continue

@@ -294,7 +294,7 @@ def run_diagnose(
     ``progress`` shows a bar on stderr over every (network, class); a batch size above the smallest
     class is refused before any work (:func:`check_sizes`)."""
     cfg.validate()
-    from dream_plugin.harness.ab.runner import resolve_device
+    from dream_plugin.harness.devices import resolve_device
 
     say = say or logger.info  # the command passes print; as a library, logging.getLogger('dream_plugin.harness.diagnose')
 
