@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from dream_plugin.adapters import ClassLoaderAdapter, RepresentativeBatches, make_class_sampler, wrap_mtt_get_images
 from dream_plugin.adapters.host_answer import ClassOutOfRangeError, HostSamplerError
-from dream_plugin.config import PluginSettings, parse_settings
-from dream_plugin.manager import build_plugin_manager
-from dream_plugin.selector import Selector
+from dream_plugin.core.config import PluginSettings, parse_settings
+from dream_plugin.core.manager import build_plugin_manager
+from dream_plugin.core.selector import Selector
 
 from fakehosts.class_loader import DatasetClassLoader, MemClassLoader, OpaqueClassLoader
 from fakehosts.data import class_index_lists, clustered_images

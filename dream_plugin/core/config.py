@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from dream_plugin.common.errors import ConfigError
+from dream_plugin.common.errors import ConfigError, check_allowed
 
 ENV_CONFIG = "DREAM_PLUGIN_CONFIG"
 ENV_STRATEGY = "DREAM_STRATEGY"
@@ -42,7 +42,7 @@ class InitSettings:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        _require(self.factor >= 1, "init.factor", self.factor, "an integer >= 1")
+        check_allowed(self.factor >= 1, "init.factor", self.factor, "an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class DistributedSettings:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        _require(self.src >= 0, "distributed.src", self.src, "a rank >= 0")
+        check_allowed(self.src >= 0, "distributed.src", self.src, "a rank >= 0")
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        _require(bool(self.strategy), "strategy", self.strategy, "a non-empty strategy name")
-        _require(self.embed_batch_size >= 1, "embed_batch_size", self.embed_batch_size, "an integer >= 1")
-        _require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        check_allowed(bool(self.strategy), "strategy", self.strategy, "a non-empty strategy name")
+        check_allowed(self.embed_batch_size >= 1, "embed_batch_size", self.embed_batch_size, "an integer >= 1")
+        check_allowed(self.seed >= 0, "seed", self.seed, "an integer >= 0")
 
     @property
     def init_strategy(self) -> str:
@@ -142,11 +142,6 @@ def check_field_types(obj: Any) -> None:
         checked = _coerce(value, hints[f.name], f.name)
         if checked is not value:
             object.__setattr__(obj, f.name, checked)
-
-
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
 
 
 def _type_name(tp: Any) -> str:
