@@ -140,11 +140,12 @@ def _group_members(pgid: int) -> list[int]:
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_ctrl_c_to_the_process_group_stops_saves_and_resumes_to_the_same_numbers(jobs, tmp_path):
     out = tmp_path / "run"
-    # with two workers, two runs can finish within milliseconds of each other: queue two more so the
-    # interrupt always meets unfinished work
-    seeds: list[str] = ["--seeds", "2"] if jobs == 2 else []
+    seeds: list[str] = []
     argv = [sys.executable, "-m", "dream_plugin.cli", "ab", *FLAGS, *seeds, "--jobs", str(jobs), "--out", str(out)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a shell starts background jobs with SIGINT ignored, and Python keeps it ignored: give the command
+    # the terminal's default, so the test sees what Ctrl-C does however pytest itself was started
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         end = time.monotonic() + 240
         while not list((out / "resume").glob("*/result.pt")):  # one run finished, the others under way
@@ -170,8 +171,7 @@ def test_ctrl_c_to_the_process_group_stops_saves_and_resumes_to_the_same_numbers
     assert _group_members(proc.pid) == [], "a worker outlived the command"
     saved = json.loads((out / "results.json").read_text())
     assert saved["incomplete"] is True and saved["finished_runs"]
-    runs = 2 * (2 if jobs == 2 else 1)  # arms x seeds
-    assert saved["unfinished_runs"] and len(saved["finished_runs"]) + len(saved["unfinished_runs"]) == runs
+    assert len(saved["finished_runs"]) == 1 and len(saved["unfinished_runs"]) == 1
 
     assert main(["ab", "--resume", str(out), "--jobs", "1"]) == 0  # jobs may differ: the numbers do not
     resumed = json.loads((out / "results.json").read_text())
