@@ -37,9 +37,8 @@ def add_ab_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="time one inner step and one evaluation epoch, print the estimated cost of the run and stop")
     p.add_argument("--quick", action="store_true",
-                   help="small preset, a smoke test of the pipeline; measured on 2 CPU cores: dm about 25 s on idle "
-                   "cores, --method idc (4 outer iterations of 3 inner steps, 15 evaluation epochs) 4.6 min with "
-                   "both cores also busy with other processes (less on idle cores)")
+                   help="small preset, a smoke test of the pipeline; measured on 2 idle CPU cores: dm about 60 s, "
+                   "--method idc (4 outer iterations of 3 inner steps, 15 evaluation epochs) about 140 s")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", metavar="DIR", help="continue the interrupted run saved in DIR (its --out): finished "
                    "runs are kept, the others continue from their last evaluation point; options given with it "
