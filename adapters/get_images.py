@@ -47,7 +47,7 @@ from dream_plugin.core.requests import CALL_KINDS
 from dream_plugin.core.selector import Selector
 
 from ._common import HOST_SAMPLER, check_class_n, default_selector, host_call, select_positions, uses_host
-from .host_answer import HostSamplerError, check_answer, check_class, whole_pool_note
+from .host_answer import HostSamplerError, check_answer, check_class, check_size, whole_pool_note
 from .network import NetworkSource, NoNetworkError
 
 __all__ = ["GetImagesAdapter", "wrap_get_images", "AmbiguousCallError"]
@@ -282,6 +282,7 @@ class GetImagesAdapter:
 
     def _get(self, kind: str, c: int, n: int, *, inferred: bool, note: str = "") -> torch.Tensor:
         check_class(c, n, self.indices_class)  # every arm, before any draw (see adapters.host_answer)
+        check_size(c, n)
         if uses_host(self.selector, kind):
             size = self._pool_size(c)
             out = host_call(self.selector, kind, c, n, size, lambda: self.host_sampler(c, n), note=note)

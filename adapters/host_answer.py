@@ -11,6 +11,8 @@ messages (:func:`call_text`): ``get_images(3, 20)`` (DC/DSA, DM, MTT), ``class_s
   warning and a record note (:func:`whole_pool_note`).
 * a class id out of range, negative included (``indices_class[-1]`` / ``cls_idx[-1]`` would silently
   read the last class): refused in every arm before anything is drawn (:func:`check_class`).
+* a size below 1 in a ``get_images(c, n)`` call (the host's ``permutation(...)[:0]`` is no image,
+  ``[:-k]`` all but the last k): refused in every arm before anything is drawn (:func:`check_size`).
 * a host answer that is not a tensor of ``min(n, pool)`` images (for IDC: not ``(images, labels)``
   with such a tensor first): refused naming the call (:func:`check_answer`,
   :func:`checked_host_call`); a batch of a host loader that is iterated (MTT's expert batches) that is
@@ -56,6 +58,18 @@ def check_class(c: int, n: Any, indices_class: Sequence[Any], *, call: str | Non
         raise ClassOutOfRangeError(f"{call}: class {c} is out of range; the host sampler has classes "
                                    f"0..{classes - 1} ({where})" + ("; a negative id would silently read class "
                                                                     f"{classes + c}" if -classes <= c < 0 else ""))
+
+
+def check_size(c: int, n: int) -> None:
+    """Refuse ``get_images(c, n)`` with ``n < 1`` in every arm, before any draw.
+
+    The hosts' ``np.random.permutation(indices_class[c])[:n]`` gives no image for 0 and all but the
+    last ``-n`` images for a negative ``n``: no arm can answer that as the host meant it.
+    """
+    if n < 1:
+        got = "no image" if n == 0 else f"all but the last {-n} image{'s' if n < -1 else ''} of the class"
+        raise HostSamplerError(f"{call_text('get_images', c, n)}: n must be >= 1 in every arm; the host sampler's "
+                               f"permutation(indices_class[{c}])[:{n}] would return {got}")
 
 
 def whole_pool_note(c: int, n: int, pool_size: int, *, call: str | None = None, size_name: str = "n") -> str:

@@ -389,6 +389,27 @@ def test_every_arm_gives_the_same_answer_to_a_host_bug(strategy):
     assert "a negative id would silently read class 2" in str(pytest.raises(IndexError, adapter.match, -1, 2).value)
 
 
+@pytest.mark.parametrize("strategy", ["random", "dream"])
+@pytest.mark.parametrize("n, got", [(0, "no image"), (-1, "all but the last 1 image of the class"),
+                                    (-3, "all but the last 3 images of the class")])
+def test_a_size_below_one_is_one_message_in_every_arm(strategy, n, got):
+    from dream_plugin.adapters.host_answer import HostSamplerError
+
+    images, labels = clustered_images(3, 24)
+    ic = class_index_lists(labels, 3)
+    calls = []
+    host = _dc_host(images, ic)
+    sel = make_selector(strategy)
+    adapter = GetImagesAdapter(lambda c, k: calls.append((c, k)) or host(c, k), images, ic, net=EmbedConvNet(),
+                               selector=sel)
+    for call in (lambda: adapter.match(1, n), lambda: adapter(1, n)):
+        with pytest.raises(HostSamplerError) as info:
+            call()
+        assert str(info.value) == (f"get_images(1, {n}): n must be >= 1 in every arm; the host sampler's "
+                                   f"permutation(indices_class[1])[:{n}] would return {got}")
+    assert calls == [] and sel.records == []  # refused before anything is drawn or counted
+
+
 @pytest.mark.parametrize("answer, message", [
     (lambda images: images[:3], "the host sampler's get_images(0, 5) returned 3 images (shape (3, "),
     (lambda images: images[:3], "); expected 5"),
