@@ -50,15 +50,20 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_a_resumed_run_computes_the_numbers_of_an_uninterrupted_one(case, tmp_path):
+def _run_and_interrupt(case, tmp_path):
+    """An uninterrupted run of ``case``, and the store of the same run stopped after its ``stop`` point."""
     data_cfg, arm, stop = CASES[case]
     cfg = build_config(data_cfg)
     data, cpu = load_data(cfg), torch.device("cpu")
     full = run_arm(arm, 0, cfg, data, cpu)
     with pytest.raises(KeyboardInterrupt):
         run_arm(arm, 0, cfg, data, cpu, store=StopAfter(tmp_path, arm, 0, stop))
-    store = RunStore(tmp_path, arm, 0)
+    return cfg, data, cpu, arm, stop, full, RunStore(tmp_path, arm, 0)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_resumed_run_computes_the_numbers_of_an_uninterrupted_one(case, tmp_path):
+    cfg, data, cpu, arm, stop, full, store = _run_and_interrupt(case, tmp_path)
     assert store.resume_point() == stop and store.load_result(type(full)) is None
     resumed = run_arm(arm, 0, cfg, data, cpu, store=store)
     assert resumed.losses == full.losses and len(full.losses) == cfg.iterations
@@ -69,13 +74,7 @@ def test_a_resumed_run_computes_the_numbers_of_an_uninterrupted_one(case, tmp_pa
 
 
 def test_a_state_saved_under_the_older_key_of_the_idc_network_resumes_alike(tmp_path):
-    data_cfg, arm, stop = CASES["idc-dream"]
-    cfg = build_config(data_cfg)
-    data, cpu = load_data(cfg), torch.device("cpu")
-    full = run_arm(arm, 0, cfg, data, cpu)
-    with pytest.raises(KeyboardInterrupt):
-        run_arm(arm, 0, cfg, data, cpu, store=StopAfter(tmp_path, arm, 0, stop))
-    store = RunStore(tmp_path, arm, 0)
+    cfg, data, cpu, arm, _, full, store = _run_and_interrupt("idc-dream", tmp_path)
     state = store.load_state()
     assert state["loop_state"] is not None  # the matching network, kept for fix_iter 2
     state["idc_network"] = state.pop("loop_state")  # as a run saved it before loop methods were modules

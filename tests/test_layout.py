@@ -105,6 +105,7 @@ def test_every_import_the_docs_show_works():
 
 def test_a_second_checkout_imports_only_itself(tmp_path):
     """Run from a copy of the tree, every module comes from the copy, although this one is installed."""
+    import os
     import shutil
     import subprocess
     import sys
@@ -120,7 +121,7 @@ def test_a_second_checkout_imports_only_itself(tmp_path):
              "print('\\n'.join(sorted({getattr(m, '__file__', '') or '' for k, m in sys.modules.items() "
              "if k == 'dream_plugin' or k.startswith('dream_plugin.')})))\n")
     out = subprocess.run([sys.executable, "-c", probe], cwd=copy, capture_output=True, text=True, timeout=240,
-                         env={**__import__("os").environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"})
+                         env={**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"})
     assert out.returncode == 0, out.stderr
     files = [Path(f) for f in out.stdout.split()]
     assert any(f.parent.name == "adapters" for f in files)
